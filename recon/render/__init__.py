@@ -1,0 +1,102 @@
+"""Differentiable rasterization with gsplat's interface on every machine.
+
+``rasterize`` takes ``gsplat.rasterization``'s arguments, shapes and meanings, plus ``outputs=`` (the maps wanted,
+see ``outputs.OUTPUT_NAMES``) and ``backend=``:
+
+- ``"cpu"``: our C++/OpenMP kernels with hand-written backward (``cpu.py``, ``csrc/``);
+- ``"reference"``: pure PyTorch with autograd, the test oracle (small scenes only);
+- ``"gsplat"``: gsplat's CUDA kernels (NVIDIA GPU only);
+- ``"auto"``: gsplat when CUDA is available and its kernels load, otherwise cpu.
+
+Returns ``(RenderOutputs, info)``; ``info`` carries the keys gsplat's strategies read (``means2d`` [C,N,2] with its
+gradient retained, plus ``means2d.absgrad`` after backward when ``absgrad=True``; ``radii`` [C,N,2] int32;
+``width``; ``height``; ``n_cameras``), so ``gsplat.strategy.DefaultStrategy`` and ``MCMCStrategy`` work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .outputs import OUTPUT_NAMES, RenderOutputs, normalize_outputs
+
+__all__ = ["rasterize", "RenderOutputs", "OUTPUT_NAMES", "resolve_backend"]
+
+BACKENDS = ("auto", "cpu", "reference", "gsplat")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``auto`` into a concrete backend for tensors on ``device``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        from .gsplat_backend import gsplat_available
+
+        if gsplat_available():
+            return "gsplat"
+    return "cpu"
+
+
+def rasterize(
+    means: Tensor,  # [N,3]
+    quats: Tensor,  # [N,4] wxyz, need not be normalised
+    scales: Tensor,  # [N,3] (activated, not log)
+    opacities: Tensor,  # [N] (activated, in [0,1])
+    colors: Tensor,  # [N,D] or [C,N,D] features, or SH coefficients [N,K,3] / [C,N,K,3] when sh_degree is set
+    viewmats: Tensor,  # [C,4,4] world-to-camera, OpenCV axes
+    Ks: Tensor,  # [C,3,3]
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    sh_degree: int | None = None,
+    tile_size: int = 16,
+    backgrounds: Tensor | None = None,  # [C,D]
+    absgrad: bool = False,
+    outputs: Sequence[str] | str = ("rgb",),
+    backend: str = "auto",
+) -> tuple[RenderOutputs, dict]:
+    """Render C views of N 3D Gaussians; see the module docstring for backends and the returned values."""
+    wanted = normalize_outputs(outputs)
+    chosen = resolve_backend(backend, means.device)
+    if means.dim() != 2 or means.shape[-1] != 3:
+        raise ValueError(f"means must be [N,3], got {tuple(means.shape)}")
+    if viewmats.dim() != 3 or Ks.dim() != 3:
+        raise ValueError("viewmats must be [C,4,4] and Ks [C,3,3]")
+    kwargs = dict(
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=opacities,
+        colors=colors,
+        viewmats=viewmats,
+        Ks=Ks,
+        width=int(width),
+        height=int(height),
+        near_plane=float(near_plane),
+        far_plane=float(far_plane),
+        radius_clip=float(radius_clip),
+        eps2d=float(eps2d),
+        sh_degree=sh_degree,
+        tile_size=int(tile_size),
+        backgrounds=backgrounds,
+        absgrad=absgrad,
+        outputs=wanted,
+    )
+    if chosen == "cpu":
+        from .cpu import rasterize_cpu
+
+        return rasterize_cpu(**kwargs)
+    if chosen == "reference":
+        from .reference import rasterize_reference
+
+        return rasterize_reference(**kwargs)
+    from .gsplat_backend import rasterize_gsplat
+
+    return rasterize_gsplat(**kwargs)
