@@ -1,0 +1,168 @@
+"""3D Gaussians: parameters, 3DGS-style initialisation, render inputs, and the standard 3DGS PLY layout.
+
+Parameters are stored unconstrained (log scales, logit opacities, raw quaternions) in one dict, one tensor per
+name, so gsplat's strategies (which add, split and remove rows of every tensor in the dict) work unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from plyfile import PlyData, PlyElement
+from scipy.spatial import cKDTree
+
+from recon.data.atomic import atomic_path
+from recon.data.errors import ReconError
+
+SH_C0 = 0.28209479177387814
+
+
+def num_sh_bases(degree: int) -> int:
+    return (degree + 1) ** 2
+
+
+def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
+    """Colour in [0,1] -> degree-0 SH coefficient that renders it (colour = SH·C0 + 0.5)."""
+    return (rgb - 0.5) / SH_C0
+
+
+def sh0_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
+    return sh0 * SH_C0 + 0.5
+
+
+def knn_mean_distance(xyz: np.ndarray, k: int = 3) -> np.ndarray:
+    """Mean distance of each point to its k nearest neighbours (the 3DGS initial scale)."""
+    if len(xyz) < 2:
+        return np.full(len(xyz), 0.01, dtype=np.float32)
+    kk = min(k, len(xyz) - 1)
+    dist, _ = cKDTree(xyz).query(xyz, k=kk + 1)
+    d = dist[:, 1:].mean(axis=1)
+    return np.maximum(d, 1e-7).astype(np.float32)
+
+
+class GaussianModel:
+    """A set of N 3D Gaussians with SH colour of degree up to ``sh_degree``."""
+
+    PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
+
+    def __init__(self, params: dict[str, torch.Tensor], sh_degree: int):
+        self.params = torch.nn.ParameterDict(
+            {k: v if isinstance(v, torch.nn.Parameter) else torch.nn.Parameter(v) for k, v in params.items()}
+        )
+        self.sh_degree = sh_degree
+
+    # ----- construction -----
+    @classmethod
+    def from_points(
+        cls,
+        xyz: np.ndarray,
+        rgb: np.ndarray,
+        sh_degree: int = 3,
+        init_opacity: float = 0.1,
+        init_scale: float = 1.0,
+    ) -> GaussianModel:
+        """3DGS initialisation: isotropic scale from the 3 nearest neighbours, identity rotation, SH DC from colour."""
+        xyz = np.asarray(xyz, dtype=np.float32)
+        rgb = np.asarray(rgb)
+        rgb = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
+        n = len(xyz)
+        scale = knn_mean_distance(xyz) * init_scale
+        quats = torch.zeros(n, 4)
+        quats[:, 0] = 1.0
+        k = num_sh_bases(sh_degree)
+        params = {
+            "means": torch.from_numpy(xyz).clone(),
+            "scales": torch.from_numpy(np.log(scale))[:, None].repeat(1, 3),
+            "quats": quats,
+            "opacities": torch.full((n,), math.log(init_opacity / (1 - init_opacity))),
+            "sh0": rgb_to_sh0(torch.from_numpy(rgb))[:, None, :].clone(),
+            "shN": torch.zeros(n, k - 1, 3),
+        }
+        return cls(params, sh_degree)
+
+    @classmethod
+    def random_in_box(
+        cls, lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0, **kwargs
+    ) -> GaussianModel:
+        """Gaussians uniformly in an axis-aligned box with random colours (for scenes without sparse points)."""
+        rng = np.random.default_rng(seed)
+        xyz = rng.uniform(lo, hi, size=(n, 3)).astype(np.float32)
+        rgb = rng.uniform(0, 1, size=(n, 3)).astype(np.float32)
+        return cls.from_points(xyz, rgb, **kwargs)
+
+    # ----- access -----
+    def __len__(self) -> int:
+        return self.params["means"].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.params["means"].device
+
+    def render_inputs(self) -> dict[str, torch.Tensor]:
+        """Activated tensors in `recon.render.rasterize`'s argument names (colors are SH coefficients [N,K,3])."""
+        p = self.params
+        return {
+            "means": p["means"],
+            "quats": p["quats"],
+            "scales": torch.exp(p["scales"]),
+            "opacities": torch.sigmoid(p["opacities"]),
+            "colors": torch.cat([p["sh0"], p["shN"]], dim=1),
+        }
+
+    # ----- PLY in the standard 3DGS layout -----
+    def ply_attributes(self) -> list[str]:
+        k_rest = self.params["shN"].shape[1]
+        names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        names += [f"f_rest_{i}" for i in range(3 * k_rest)]
+        names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+        return names
+
+    def save_ply(self, path: str | Path) -> None:
+        """Write the 3DGS PLY (binary): f_rest is channel-major (all R coefficients, then G, then B) as 3DGS does."""
+        p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
+        n = len(self)
+        f_rest = p["shN"].transpose(0, 2, 1).reshape(n, -1)  # [N,K-1,3] -> [N,3,K-1] -> channel-major
+        cols = [p["means"], np.zeros((n, 3), np.float32), p["sh0"].reshape(n, 3), f_rest,
+                p["opacities"][:, None], p["scales"], p["quats"]]
+        data = np.concatenate(cols, axis=1).astype(np.float32)
+        dtype = [(name, "f4") for name in self.ply_attributes()]
+        rec = np.empty(n, dtype=dtype)
+        for i, (name, _) in enumerate(dtype):
+            rec[name] = data[:, i]
+        with atomic_path(path) as tmp:
+            PlyData([PlyElement.describe(rec, "vertex")]).write(str(tmp))
+
+    @classmethod
+    def load_ply(cls, path: str | Path) -> GaussianModel:
+        path = Path(path)
+        try:
+            v = PlyData.read(str(path))["vertex"]
+        except Exception as e:
+            raise ReconError(f"{path} is not a readable PLY file ({e}); pass a splat PLY written by 3DGS or recon")
+        names = v.data.dtype.names
+        needed = ["x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0"]
+        if any(n not in names for n in needed):
+            raise ReconError(f"{path} is not a Gaussian splat PLY (no {', '.join(needed)}); pass a 3DGS-layout PLY")
+        n_rest = sum(1 for n in names if n.startswith("f_rest_"))
+        k_rest = n_rest // 3
+        degree = int(round(math.sqrt(k_rest + 1))) - 1
+        if num_sh_bases(degree) - 1 != k_rest:
+            raise ReconError(f"{path}: {n_rest} f_rest values is not a whole SH degree")
+
+        def col(*keys):
+            return torch.from_numpy(np.stack([np.asarray(v[k], np.float32) for k in keys], axis=1))
+
+        n = len(v.data)
+        rest = col(*[f"f_rest_{i}" for i in range(n_rest)]) if n_rest else torch.zeros(n, 0)
+        params = {
+            "means": col("x", "y", "z"),
+            "scales": col("scale_0", "scale_1", "scale_2"),
+            "quats": col("rot_0", "rot_1", "rot_2", "rot_3"),
+            "opacities": col("opacity")[:, 0],
+            "sh0": col("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :],
+            "shN": rest.reshape(n, 3, k_rest).transpose(1, 2).contiguous(),
+        }
+        return cls(params, degree)

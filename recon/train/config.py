@@ -1,0 +1,100 @@
+"""The training configuration: nested dataclasses with commented defaults (3DGS values unless noted).
+
+Presets in ``configs/*.yaml`` override these; ``--set a.b=c`` overrides the preset; the resolved config is saved as
+``config.yaml`` in the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    downscale: float = 1.0  # image downscale factor (2 = half size); resized copies are cached on disk
+    split_every: int = 8  # every Nth image (by sorted name) is held out for testing; 0 = no test split
+    split_file: str | None = None  # JSON {"train": [...], "test": [...]} overriding split_every
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background for transparent images and rendering
+    random_background: bool = False  # random background each step (only for scenes with transparent images)
+    ram_budget_mb: int = 2048  # most memory the decoded-image cache may hold
+
+
+@dataclass
+class ModelConfig:
+    sh_degree: int = 3  # highest spherical-harmonics degree
+    sh_degree_interval: float = 1000 / 30000  # raise the active SH degree by one after each such fraction of training
+    init_opacity: float = 0.1  # opacity of initial Gaussians
+    init_scale: float = 1.0  # multiplier of the initial scale (mean distance to the 3 nearest neighbours)
+    init_random_points: int = 100_000  # Gaussians placed at random in the camera bounds when a scene has no points
+    max_gaussians: int = 1_000_000  # hard cap on the number of Gaussians (densification stops growing there)
+
+
+@dataclass
+class OptimConfig:
+    means_lr: float = 1.6e-4  # times the scene extent
+    means_lr_final: float = 1.6e-6  # reached at the end by exponential decay, times the scene extent
+    scales_lr: float = 5e-3
+    quats_lr: float = 1e-3
+    opacities_lr: float = 5e-2
+    sh0_lr: float = 2.5e-3
+    shN_lr: float = 2.5e-3 / 20
+
+
+@dataclass
+class DefaultStrategyConfig:
+    """gsplat's DefaultStrategy (3DGS densification); iterations are fractions of training (of `train.steps`)."""
+
+    prune_opa: float = 0.005  # prune Gaussians below this opacity
+    grow_grad2d: float = 0.0002  # densify Gaussians whose mean screen-space gradient exceeds this
+    grow_scale3d: float = 0.01  # clone below / split above this scale (times the scene extent)
+    prune_scale3d: float = 0.1  # prune Gaussians larger than this (times the scene extent) after the first reset
+    refine_start: float = 500 / 30000  # start densifying after this fraction of training
+    refine_stop: float = 15000 / 30000  # stop densifying after this fraction
+    refine_every: int = 100  # densify every this many steps
+    reset_every: int = 3000  # reset opacities every this many steps
+    absgrad: bool = False  # use the absolute screen-space gradient (AbsGS); then raise grow_grad2d to ~0.0008
+
+
+@dataclass
+class MCMCStrategyConfig:
+    """3DGS-MCMC (gsplat's MCMCStrategy, with pure-torch relocation on the CPU)."""
+
+    cap_max: int = 300_000  # number of Gaussians to grow to
+    noise_lr: float = 5e5  # scale of the position noise
+    refine_start: float = 500 / 30000
+    refine_stop: float = 25000 / 30000
+    refine_every: int = 100
+    min_opacity: float = 0.005  # relocate Gaussians below this opacity
+    opacity_reg: float = 0.01  # L1 on opacities
+    scale_reg: float = 0.01  # L1 on scales
+
+
+@dataclass
+class StrategyConfig:
+    kind: Literal["default", "mcmc"] = "default"
+    default: DefaultStrategyConfig = field(default_factory=DefaultStrategyConfig)
+    mcmc: MCMCStrategyConfig = field(default_factory=MCMCStrategyConfig)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 30_000  # training steps (with a time budget: the nominal length that schedules are fractions of)
+    time_budget: float | None = None  # seconds; when set, train until it runs out and every schedule follows it
+    ssim_lambda: float = 0.2  # loss = (1-λ)·L1 + λ·(1-SSIM)
+    seed: int = 0
+    backend: Literal["auto", "cpu", "reference", "gsplat"] = "auto"
+    ckpt_every: int = 5000  # checkpoint every this many steps (and at the end)
+    log_every: int = 10  # write a line to log.jsonl every this many steps
+    progressive: list[tuple[float, float]] = field(default_factory=list)  # [[fraction, extra downscale], ...]
+    eval_at_end: bool = True  # render the test split and write metrics.json when training ends
+    threads: int = 0  # CPU threads for torch and the kernels; 0 = all cores
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
