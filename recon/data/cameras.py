@@ -86,7 +86,9 @@ class Cameras:
         ks = self.Ks.copy()
         ks[:, 0, :] *= sx[:, None]
         ks[:, 1, :] *= sy[:, None]
-        return Cameras(self.viewmats.copy(), ks, w, h, None if self.dist is None else self.dist.copy(), list(self.names))
+        return Cameras(
+            self.viewmats.copy(), ks, w, h, None if self.dist is None else self.dist.copy(), list(self.names)
+        )
 
     def torch(self, device="cpu", dtype=None):
         """(viewmats, Ks) as float32 torch tensors, ready for ``recon.render.rasterize``."""
@@ -103,7 +105,9 @@ class Cameras:
         dists = [p.dist for p in parts]
         dist = None
         if any(d is not None for d in dists):
-            dist = np.concatenate([d if d is not None else np.zeros((len(p), 4)) for d, p in zip(dists, parts)])
+            dist = np.concatenate(
+                [d if d is not None else np.zeros((len(p), 4)) for d, p in zip(dists, parts)]
+            )
         return Cameras(
             np.concatenate([p.viewmats for p in parts]),
             np.concatenate([p.Ks for p in parts]),

@@ -75,7 +75,9 @@ def scan_photos(folder: Path, min_count: int = 3) -> list[Photo]:
     photos = [p for p in (read_photo_info(c) for c in candidates) if p is not None]
     skipped = len(candidates) - len(photos)
     if skipped:
-        log.warning("skipped %d of %d files in %s that are not readable images", skipped, len(candidates), folder)
+        log.warning(
+            "skipped %d of %d files in %s that are not readable images", skipped, len(candidates), folder
+        )
     if not photos:
         raise ReconError(
             f"no readable images in {folder}; put JPEG or PNG photos ({', '.join(PHOTO_SUFFIXES)}) directly in it"

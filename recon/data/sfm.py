@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from .errors import ReconError
 from .formats.colmap import read_colmap
@@ -41,7 +48,9 @@ class ProcessConfig:
 
     max_image_size: int = 1600  # long side in pixels of the copies SfM and training use (0 keeps full size)
     camera_model: str = "SIMPLE_RADIAL"  # COLMAP camera model (SIMPLE_RADIAL, PINHOLE, OPENCV, ...)
-    single_camera: bool | None = None  # share one camera between photos; None = when all photos share size & focal
+    single_camera: bool | None = (
+        None  # share one camera between photos; None = when all photos share size & focal
+    )
     max_num_features: int = 8192  # SIFT features per image
     matcher: str = "auto"  # auto: exhaustive up to `exhaustive_max` photos, else sequential
     exhaustive_max: int = 150  # most photos matched exhaustively under `auto`
@@ -91,17 +100,23 @@ def _check_options(cfg: ProcessConfig) -> None:
     if cfg.mapper not in MAPPERS:
         raise ReconError(f"unknown mapper {cfg.mapper!r}; choose one of {', '.join(MAPPERS)}")
     if not hasattr(pycolmap.CameraModelId, cfg.camera_model):
-        raise ReconError(f"unknown camera model {cfg.camera_model!r}; use a COLMAP model such as SIMPLE_RADIAL or OPENCV")
+        raise ReconError(
+            f"unknown camera model {cfg.camera_model!r}; use a COLMAP model such as SIMPLE_RADIAL or OPENCV"
+        )
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ReconError(f"output {out} is a file; choose a folder for --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ReconError(f"output folder {out} is not empty; pass --overwrite to replace it or choose another --out")
+        raise ReconError(
+            f"output folder {out} is not empty; pass --overwrite to replace it or choose another --out"
+        )
 
 
-def _reader_options(cfg: ProcessConfig, photos: list[Photo]) -> tuple[pycolmap.ImageReaderOptions, pycolmap.CameraMode]:
+def _reader_options(
+    cfg: ProcessConfig, photos: list[Photo]
+) -> tuple[pycolmap.ImageReaderOptions, pycolmap.CameraMode]:
     """One shared camera when every photo has the same size and focal prior; the EXIF focal as its initial guess."""
     opts = pycolmap.ImageReaderOptions()
     opts.camera_model = cfg.camera_model
@@ -139,7 +154,9 @@ def _largest(models: dict[int, pycolmap.Reconstruction]) -> pycolmap.Reconstruct
     return max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
 
 
-def _map_incremental(db: Path, images: Path, work: Path, cfg: ProcessConfig, bar) -> pycolmap.Reconstruction | None:
+def _map_incremental(
+    db: Path, images: Path, work: Path, cfg: ProcessConfig, bar
+) -> pycolmap.Reconstruction | None:
     opts = pycolmap.IncrementalPipelineOptions()
     opts.num_threads = cfg.num_threads
     opts.random_seed = cfg.seed
@@ -213,7 +230,11 @@ def process_photos(
                 extraction.num_threads = cfg.num_threads
                 extraction.sift.max_num_features = cfg.max_num_features
                 pycolmap.extract_features(
-                    db, images, camera_mode=mode, reader_options=reader, extraction_options=extraction,
+                    db,
+                    images,
+                    camera_mode=mode,
+                    reader_options=reader,
+                    extraction_options=extraction,
                     device=pycolmap.Device.cpu,
                 )
                 progress.update(task, completed=len(photos))
@@ -227,10 +248,15 @@ def process_photos(
                 if cfg.mapper in ("auto", "incremental"):
                     rec = _map_incremental(db, images, work, cfg, lambda k: progress.advance(task, k))
                 n_inc = 0 if rec is None else rec.num_reg_images()
-                if cfg.mapper == "global" or (cfg.mapper == "auto" and n_inc < cfg.global_fallback_below * len(photos)):
+                if cfg.mapper == "global" or (
+                    cfg.mapper == "auto" and n_inc < cfg.global_fallback_below * len(photos)
+                ):
                     if cfg.mapper == "auto":
-                        log.info("incremental mapping registered %d of %d photos; trying the global mapper", n_inc,
-                                 len(photos))
+                        log.info(
+                            "incremental mapping registered %d of %d photos; trying the global mapper",
+                            n_inc,
+                            len(photos),
+                        )
                     glob = _map_global(db, images, work, cfg)
                     if glob is not None and glob.num_reg_images() > n_inc:
                         rec, mapper = glob, "global"
@@ -256,7 +282,9 @@ def process_photos(
         log.warning(
             "only %d of %d photos registered (%.0f%%): try --mapper global, --matcher exhaustive, a larger "
             "--max-image-size, or photos with more overlap",
-            report.n_registered, report.n_images, 100 * report.registered_fraction,
+            report.n_registered,
+            report.n_images,
+            100 * report.registered_fraction,
         )
     return report
 
@@ -267,8 +295,9 @@ def _export(rec: pycolmap.Reconstruction, work: Path) -> None:
     sparse.mkdir(parents=True)
     rec.write_binary(str(sparse))
     cameras, names, xyz, rgb = read_colmap(sparse)
-    write_transforms(work / "transforms.json", cameras, [work / "images" / n for n in names],
-                     ply_file_path="points3D.ply")
+    write_transforms(
+        work / "transforms.json", cameras, [work / "images" / n for n in names], ply_file_path="points3D.ply"
+    )
     if xyz is None:
         xyz, rgb = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
     write_points_ply(work / "points3D.ply", xyz, rgb)
