@@ -28,12 +28,22 @@ def _add_process(sub) -> None:
     p.add_argument("photos", help="folder of photos (JPEG, PNG, ...)")
     p.add_argument("--out", required=True, help="scene folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
-    p.add_argument("--max-image-size", type=int, default=d.max_image_size,
-                   help=f"resize photos so the long side is at most this many pixels, 0 = keep (default {d.max_image_size})")
+    p.add_argument(
+        "--max-image-size",
+        type=int,
+        default=d.max_image_size,
+        help=f"resize photos so the long side is at most this many pixels, 0 = keep (default {d.max_image_size})",
+    )
     p.add_argument("--matcher", choices=MATCHERS, default=d.matcher, help="feature matching strategy")
-    p.add_argument("--mapper", choices=MAPPERS, default=d.mapper,
-                   help="auto: incremental, falling back to global when few photos register")
-    p.add_argument("--camera-model", default=d.camera_model, help="COLMAP camera model (default SIMPLE_RADIAL)")
+    p.add_argument(
+        "--mapper",
+        choices=MAPPERS,
+        default=d.mapper,
+        help="auto: incremental, falling back to global when few photos register",
+    )
+    p.add_argument(
+        "--camera-model", default=d.camera_model, help="COLMAP camera model (default SIMPLE_RADIAL)"
+    )
     p.add_argument("--max-features", type=int, default=d.max_num_features, help="SIFT features per photo")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed of the mapper")
     p.set_defaults(func=_run_process)
@@ -62,11 +72,104 @@ def _run_process(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train 3D Gaussians on a scene (or a photo folder)")
+    p.add_argument("scene", help="scene folder (COLMAP, transforms.json, Blender) or a folder of photos")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--config", help="preset YAML, e.g. configs/fast.yaml")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=3000 (repeatable)",
+    )
+    p.add_argument("--steps", type=int, help="training steps (same as --set train.steps=N)")
+    p.add_argument(
+        "--time-budget", type=float, help="train for this many seconds; schedules follow the budget"
+    )
+    p.add_argument("--downscale", type=float, help="image downscale factor (same as --set data.downscale=F)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
+    p.set_defaults(func=_run_train)
+
+
+def _train_config(args):
+    from pathlib import Path
+
+    from recon.train.config import Config
+    from recon.train.overrides import build_config, load_yaml
+
+    sets = list(args.sets)
+    if args.steps is not None:
+        sets.append(f"train.steps={args.steps}")
+    if args.time_budget is not None:
+        sets.append(f"train.time_budget={args.time_budget}")
+    if args.downscale is not None:
+        sets.append(f"data.downscale={args.downscale}")
+    base = None
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and saved.exists():
+        base = load_yaml(saved)
+    return build_config(Config, preset=args.config, sets=sets, base=base)
+
+
+def _run_train(args) -> int:
+    from recon.train.trainer import train
+
+    cfg = _train_config(args)
+    result = train(args.scene, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    summary = {
+        "run": str(result.run),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "num_gaussians": result.num_gaussians,
+        **{k: result.metrics.get(k) for k in ("psnr", "ssim")},
+    }
+    print(json.dumps(summary))
+    return 130 if result.interrupted else 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="render the test split of a run and write metrics.json")
+    p.add_argument("run", help="run folder written by recon train")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from recon.train.runs import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run)))
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a run as splat files")
+    p.add_argument("run", help="run folder written by recon train")
+    p.add_argument("--splat", metavar="FILE.splat", help="write the 32-bytes-per-splat .splat format")
+    p.add_argument("--ply", metavar="FILE.ply", help="write the standard 3DGS splat PLY")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from recon.train.runs import export_run
+
+    if not (args.splat or args.ply):
+        raise ReconError("nothing to export; pass --splat FILE.splat and/or --ply FILE.ply")
+    for line in export_run(args.run, splat=args.splat, ply=args.ply):
+        print(line, file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recon", description="Photos in, 3D out.")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_process(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_export(sub)
     return parser
 
 
@@ -79,6 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReconError as err:
         print(f"recon: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        from recon.train.trainer import TrainingFailed
+
+        if isinstance(err, TrainingFailed):
+            print(f"recon: error: {err}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return 130

@@ -15,7 +15,11 @@ class DataConfig:
     downscale: float = 1.0  # image downscale factor (2 = half size); resized copies are cached on disk
     split_every: int = 8  # every Nth image (by sorted name) is held out for testing; 0 = no test split
     split_file: str | None = None  # JSON {"train": [...], "test": [...]} overriding split_every
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background for transparent images and rendering
+    background: tuple[float, float, float] = (
+        1.0,
+        1.0,
+        1.0,
+    )  # background for transparent images and rendering
     random_background: bool = False  # random background each step (only for scenes with transparent images)
     ram_budget_mb: int = 2048  # most memory the decoded-image cache may hold
 
@@ -23,10 +27,14 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     sh_degree: int = 3  # highest spherical-harmonics degree
-    sh_degree_interval: float = 1000 / 30000  # raise the active SH degree by one after each such fraction of training
+    sh_degree_interval: float = (
+        1000 / 30000
+    )  # raise the active SH degree by one after each such fraction of training
     init_opacity: float = 0.1  # opacity of initial Gaussians
     init_scale: float = 1.0  # multiplier of the initial scale (mean distance to the 3 nearest neighbours)
-    init_random_points: int = 100_000  # Gaussians placed at random in the camera bounds when a scene has no points
+    init_random_points: int = (
+        100_000  # Gaussians placed at random in the camera bounds when a scene has no points
+    )
     max_gaussians: int = 1_000_000  # hard cap on the number of Gaussians (densification stops growing there)
 
 
@@ -48,7 +56,9 @@ class DefaultStrategyConfig:
     prune_opa: float = 0.005  # prune Gaussians below this opacity
     grow_grad2d: float = 0.0002  # densify Gaussians whose mean screen-space gradient exceeds this
     grow_scale3d: float = 0.01  # clone below / split above this scale (times the scene extent)
-    prune_scale3d: float = 0.1  # prune Gaussians larger than this (times the scene extent) after the first reset
+    prune_scale3d: float = (
+        0.1  # prune Gaussians larger than this (times the scene extent) after the first reset
+    )
     refine_start: float = 500 / 30000  # start densifying after this fraction of training
     refine_stop: float = 15000 / 30000  # stop densifying after this fraction
     refine_every: int = 100  # densify every this many steps
@@ -79,8 +89,12 @@ class StrategyConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 30_000  # training steps (with a time budget: the nominal length that schedules are fractions of)
-    time_budget: float | None = None  # seconds; when set, train until it runs out and every schedule follows it
+    steps: int = (
+        30_000  # training steps (with a time budget: the nominal length that schedules are fractions of)
+    )
+    time_budget: float | None = (
+        None  # seconds; when set, train until it runs out and every schedule follows it
+    )
     ssim_lambda: float = 0.2  # loss = (1-λ)·L1 + λ·(1-SSIM)
     seed: int = 0
     backend: Literal["auto", "cpu", "reference", "gsplat"] = "auto"

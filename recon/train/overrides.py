@@ -57,7 +57,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(out) if origin is tuple else out
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ReconError(f"{key}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+            raise ReconError(
+                f"{key}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}"
+            )
         return merge(tp(), value, prefix=key + ".")
     if tp is bool:
         if isinstance(value, bool):
@@ -152,7 +154,9 @@ def dump_yaml(cfg) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def build_config(cls, preset: str | Path | None = None, sets: list[str] | None = None, base: dict | None = None):
+def build_config(
+    cls, preset: str | Path | None = None, sets: list[str] | None = None, base: dict | None = None
+):
     """Defaults <- base (e.g. a saved run config) <- preset YAML <- each ``--set`` in order."""
     cfg = cls()
     if base:

@@ -6,8 +6,16 @@ from recon.train.overrides import build_config, dump_yaml, merge, parse_set
 
 
 def test_set_overrides_nested_values_with_types():
-    cfg = build_config(Config, sets=["train.steps=500", "strategy.kind=mcmc", "data.background=[0, 0, 0]",
-                                     "train.time_budget=12.5", "optim.means_lr=1e-3"])
+    cfg = build_config(
+        Config,
+        sets=[
+            "train.steps=500",
+            "strategy.kind=mcmc",
+            "data.background=[0, 0, 0]",
+            "train.time_budget=12.5",
+            "optim.means_lr=1e-3",
+        ],
+    )
     assert cfg.train.steps == 500 and cfg.strategy.kind == "mcmc"
     assert cfg.data.background == (0.0, 0.0, 0.0) and cfg.train.time_budget == 12.5
     assert cfg.optim.means_lr == 1e-3
@@ -21,8 +29,12 @@ def test_unknown_key_names_the_valid_choices():
 
 @pytest.mark.parametrize(
     "item, message",
-    [("train.steps=abc", "train.steps: expected an integer"), ("strategy.kind=foo", "not one of 'default', 'mcmc'"),
-     ("data.background=[1, 2]", "expected 3 values"), ("train.eval_at_end=3", "expected true or false")],
+    [
+        ("train.steps=abc", "train.steps: expected an integer"),
+        ("strategy.kind=foo", "not one of 'default', 'mcmc'"),
+        ("data.background=[1, 2]", "expected 3 values"),
+        ("train.eval_at_end=3", "expected true or false"),
+    ],
 )
 def test_wrong_types_are_errors(item, message):
     with pytest.raises(ReconError, match=message):

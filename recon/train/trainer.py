@@ -1,0 +1,493 @@
+"""`recon train`: fit 3D Gaussians to a scene's photos, with checkpoints, resume, progress and a clean stop.
+
+One step: pick a training view, render it (one render with everything the loss needs), compute the named loss
+terms, backpropagate, let the densification strategy read the screen-space gradients, step the optimizers, then
+let the strategy add, split and remove Gaussians. Schedules follow `schedule.Clock` (steps or a time budget).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gsplat.strategy import DefaultStrategy
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from recon.data.atomic import atomic_write_text
+from recon.data.errors import ReconError
+from recon.data.scene import Scene, load_scene
+from recon.data.split import SplitConfig
+from recon.eval.render_eval import evaluate
+from recon.losses.photometric import photometric_loss, psnr
+from recon.models.gaussians import GaussianModel
+from recon.render import rasterize, resolve_backend
+
+from .checkpoint import (
+    ckpt_path,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import Config
+from .overrides import dump_yaml, to_dict
+from .schedule import Clock, PeriodicStep, exp_decay, sh_degree_at
+from .strategies import enforce_cap, make_strategy
+
+log = logging.getLogger("recon")
+
+
+class TrainingFailed(Exception):
+    """Training cannot go on (NaN/Inf); the message names the step, the term and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    steps: int
+    seconds: float
+    num_gaussians: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+class ViewSampler:
+    """Training views in a fresh random order each epoch (seeded; its state is checkpointed)."""
+
+    def __init__(self, ids: np.ndarray, seed: int):
+        self.ids = np.asarray(ids)
+        self.rng = np.random.default_rng(seed)
+        self.order: np.ndarray = np.empty(0, dtype=np.int64)
+        self.pos = 0
+
+    def next(self) -> int:
+        if self.pos >= len(self.order):
+            self.order = self.rng.permutation(self.ids)
+            self.pos = 0
+        i = int(self.order[self.pos])
+        self.pos += 1
+        return i
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "order": self.order.copy(), "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.rng.bit_generator.state = s["rng"]
+        self.order = np.asarray(s["order"])
+        self.pos = int(s["pos"])
+
+
+def scene_extent(scene: Scene) -> float:
+    """3DGS's scene radius: 1.1 × the largest distance of a camera centre from their mean."""
+    c = scene.cameras.centers
+    return float(1.1 * np.linalg.norm(c - c.mean(0), axis=1).max()) or 1.0
+
+
+def init_model(scene: Scene, cfg: Config) -> GaussianModel:
+    m = cfg.model
+    if scene.points is not None and len(scene.points) > 0:
+        rgb = (
+            scene.points_rgb
+            if scene.points_rgb is not None
+            else np.full((len(scene.points), 3), 128, np.uint8)
+        )
+        return GaussianModel.from_points(scene.points, rgb, m.sh_degree, m.init_opacity, m.init_scale)
+    c = scene.cameras.centers
+    lo, hi = c.min(0), c.max(0)
+    pad = 0.5 * (hi - lo).max()
+    log.info("scene has no sparse points: starting from %d random Gaussians", m.init_random_points)
+    return GaussianModel.random_in_box(
+        lo - pad,
+        hi + pad,
+        m.init_random_points,
+        seed=cfg.train.seed,
+        sh_degree=m.sh_degree,
+        init_opacity=m.init_opacity,
+        init_scale=m.init_scale,
+    )
+
+
+def make_optimizers(model: GaussianModel, cfg: Config, extent: float) -> dict[str, torch.optim.Optimizer]:
+    o = cfg.optim
+    lrs = {
+        "means": o.means_lr * extent,
+        "scales": o.scales_lr,
+        "quats": o.quats_lr,
+        "opacities": o.opacities_lr,
+        "sh0": o.sh0_lr,
+        "shN": o.shN_lr,
+    }
+    return {
+        name: torch.optim.Adam([{"params": p, "lr": lrs[name], "name": name}], eps=1e-15)
+        for name, p in model.params.items()
+    }
+
+
+def _progressive_factor(progress: float, schedule: list[tuple[float, float]]) -> float:
+    factor = 1.0
+    for start, f in sorted(schedule):
+        if progress >= start:
+            factor = f
+    return factor
+
+
+class Trainer:
+    """Owns one run: scene, model, optimizers, strategy and schedules; `run()` trains to the end."""
+
+    def __init__(self, scene: Scene, cfg: Config, run: Path, console: Console | None = None):
+        self.scene, self.cfg, self.run_dir = scene, cfg, Path(run)
+        self.console = console or Console(stderr=True)
+        self.backend = resolve_backend(cfg.train.backend, torch.device("cpu"))
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)
+        self.extent = scene_extent(scene)
+        self.model = init_model(scene, cfg)
+        self.optimizers = make_optimizers(self.model, cfg, self.extent)
+        self.clock = Clock(cfg.train.steps, cfg.train.time_budget)
+        self.strategy = make_strategy(cfg.strategy, cfg.train.steps, cfg.model.max_gaussians)
+        self.strategy.check_sanity(self.model.params, self.optimizers)
+        if isinstance(self.strategy, DefaultStrategy):
+            self.strategy_state = self.strategy.initialize_state(scene_scale=self.extent)
+        else:
+            self.strategy_state = self.strategy.initialize_state()
+        self.refine_step = PeriodicStep(self.strategy.refine_every)
+        self.sampler = ViewSampler(scene.train_ids, cfg.train.seed)
+        self.step = 0
+        self.elapsed = 0.0
+        self.background = torch.tensor(cfg.data.background, dtype=torch.float32)
+        self.last_good: Path | None = None
+        self._stop_requested = False
+
+    # ----- checkpoints -----
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "params": {k: v.detach().clone() for k, v in self.model.params.items()},
+            "sh_degree": self.model.sh_degree,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "strategy_state": self.strategy_state,
+            "refine_step": self.refine_step.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.model = GaussianModel({k: v.clone() for k, v in s["params"].items()}, s["sh_degree"])
+        self.optimizers = make_optimizers(self.model, self.cfg, self.extent)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(s["optimizers"][k])
+        self.strategy_state = s["strategy_state"]
+        self.refine_step.load_state_dict(s["refine_step"])
+        self.sampler.load_state_dict(s["sampler"])
+        set_rng_state(s["rng"])
+        self.step = int(s["step"])
+        self.elapsed = float(s["elapsed"])
+
+    def save(self) -> Path:
+        path = ckpt_path(self.run_dir, self.step)
+        save_checkpoint(path, self.state_dict())
+        self.last_good = path
+        return path
+
+    # ----- one step -----
+    def _target(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        cams = self.scene.cameras[[i]]
+        viewmats, Ks = cams.torch()
+        img = torch.from_numpy(self.scene.image(i))
+        w, h = int(cams.widths[0]), int(cams.heights[0])
+        if factor > 1:
+            nw, nh = max(1, round(w / factor)), max(1, round(h / factor))
+            img = F.interpolate(img.permute(2, 0, 1)[None], size=(nh, nw), mode="area")[0].permute(1, 2, 0)
+            Ks = Ks.clone()
+            Ks[:, 0] *= nw / w
+            Ks[:, 1] *= nh / h
+            w, h = nw, nh
+        return img, viewmats, Ks, w, h
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                self._fail(f"loss term '{name}' became {value.item()} at step {self.step + 1}")
+
+    def _check_params(self) -> None:
+        for name, p in self.model.params.items():
+            if not torch.isfinite(p).all():
+                self._fail(f"parameter '{name}' has NaN/Inf values after step {self.step}")
+
+    def _fail(self, what: str) -> None:
+        where = (
+            f"the last good checkpoint is {self.last_good}"
+            if self.last_good
+            else "no checkpoint was written yet"
+        )
+        raise TrainingFailed(
+            f"training stopped: {what}; {where}. Try a lower learning rate or check the inputs."
+        )
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        progress = self.clock.progress(self.step, self.elapsed)
+        nominal = self.clock.nominal_step(self.step, self.elapsed)
+        sh_degree = sh_degree_at(progress, self.model.sh_degree, cfg.model.sh_degree_interval)
+        means_lr = exp_decay(cfg.optim.means_lr, cfg.optim.means_lr_final, progress) * self.extent
+        for g in self.optimizers["means"].param_groups:
+            g["lr"] = means_lr
+        i = self.sampler.next()
+        target, viewmats, Ks, w, h = self._target(i, _progressive_factor(progress, cfg.train.progressive))
+        bg = self.background
+        if cfg.data.random_background:
+            bg = torch.rand(3)
+        out, info = rasterize(
+            **self.model.render_inputs(),
+            viewmats=viewmats,
+            Ks=Ks,
+            width=w,
+            height=h,
+            sh_degree=sh_degree,
+            backgrounds=bg[None],
+            absgrad=getattr(self.strategy, "absgrad", False),
+            backend=self.backend,
+        )
+        img = out.rgb[0]
+        terms = photometric_loss(img, target, cfg.train.ssim_lambda)
+        if cfg.strategy.kind == "mcmc":
+            p = self.model.params
+            terms["opacity_reg"] = cfg.strategy.mcmc.opacity_reg * torch.sigmoid(p["opacities"]).abs().mean()
+            terms["scale_reg"] = cfg.strategy.mcmc.scale_reg * torch.exp(p["scales"]).abs().mean()
+        self._check_finite(terms)
+        loss = sum(terms.values())
+        step_arg = self.refine_step(nominal)
+        self.strategy.step_pre_backward(
+            self.model.params, self.optimizers, self.strategy_state, step_arg, info
+        )
+        loss.backward()
+        for o in self.optimizers.values():
+            o.step()
+            o.zero_grad(set_to_none=True)
+        if isinstance(self.strategy, DefaultStrategy):
+            self.strategy.step_post_backward(
+                self.model.params, self.optimizers, self.strategy_state, step_arg, info
+            )
+            if step_arg % self.strategy.refine_every == 0:
+                enforce_cap(self.model.params, self.optimizers, self.strategy_state, cfg.model.max_gaussians)
+        else:
+            self.strategy.step_post_backward(
+                self.model.params, self.optimizers, self.strategy_state, step_arg, info, lr=means_lr
+            )
+        self.step += 1
+        stats = {k: float(v.detach()) for k, v in terms.items()}
+        stats.update(
+            loss=float(loss),
+            psnr=float(psnr(img.detach().clamp(0, 1), target)),
+            sh_degree=sh_degree,
+            means_lr=means_lr,
+            progress=progress,
+        )
+        return stats
+
+    # ----- the loop -----
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.console.print("[yellow]stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+
+    def run(self, on_step=None) -> TrainResult:
+        cfg = self.cfg
+        log_path = self.run_dir / "log.jsonl"
+        try:
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not in the main thread (e.g. a viewer thread): no graceful Ctrl-C
+            old_handler = None
+        total = cfg.train.time_budget or cfg.train.steps
+        columns = [
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        ]
+        interrupted = False
+        t_last = time.perf_counter()
+        window: list[float] = []
+        try:
+            with (
+                Progress(*columns, console=self.console, transient=False) as bar,
+                open(log_path, "a") as logf,
+            ):
+                task = bar.add_task("train", total=total, status="")
+                while not self.clock.done(self.step, self.elapsed):
+                    t0 = time.perf_counter()
+                    stats = self.train_step()
+                    dt = time.perf_counter() - t0
+                    self.elapsed += dt
+                    window = (window + [dt])[-20:]
+                    if self.step % cfg.train.log_every == 0 or self.step == 1:
+                        self._check_params()
+                        rec = {
+                            "step": self.step,
+                            "elapsed": round(self.elapsed, 3),
+                            "num_gaussians": len(self.model),
+                            "sec_per_step": round(float(np.mean(window)), 4),
+                            **stats,
+                        }
+                        logf.write(json.dumps(rec) + "\n")
+                        logf.flush()
+                    if self.step % cfg.train.ckpt_every == 0:
+                        self.save()
+                    if time.perf_counter() - t_last > 0.25:
+                        t_last = time.perf_counter()
+                        status = (
+                            f"step {self.step}  loss {stats['loss']:.4f}  psnr {stats['psnr']:.2f}  "
+                            f"N {len(self.model):,}  {np.mean(window):.3f} s/step"
+                        )
+                        done = self.elapsed if cfg.train.time_budget else self.step
+                        bar.update(task, completed=done, status=status)
+                    if on_step is not None:
+                        on_step(self, stats)
+                    if self._stop_requested:
+                        interrupted = True
+                        break
+                bar.update(task, completed=self.elapsed if cfg.train.time_budget else self.step)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        self.save()
+        self.model.save_ply(self.run_dir / "splats.ply")
+        result = TrainResult(self.run_dir, self.step, self.elapsed, len(self.model), interrupted=interrupted)
+        if interrupted:
+            self.console.print(f"interrupted: checkpoint saved at step {self.step}; continue with --resume")
+        elif cfg.train.eval_at_end:
+            result.metrics = write_metrics(
+                self.model, self.scene, self.run_dir, self.step, self.elapsed, self.backend
+            )
+        return result
+
+
+def write_metrics(
+    model: GaussianModel, scene: Scene, run: Path, steps: int, seconds: float, backend: str
+) -> dict:
+    """Evaluate on the test split and write metrics.json and renders/test/*.png."""
+    renders = run / "renders" / "test"
+    m = evaluate(model, scene, renders, backend)
+    metrics = {
+        "psnr": m["psnr"],
+        "ssim": m["ssim"],
+        "lpips": m["lpips"],
+        "lpips_note": m["lpips_note"],
+        "num_primitives": len(model),
+        "steps": steps,
+        "train_seconds": round(seconds, 2),
+        "split": "test",
+        "n_images": m["n_test"],
+    }
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+# ----- run folders -----
+RUN_FILE = "run.json"
+
+
+def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ReconError("--resume and --overwrite contradict each other; pass one of them")
+    if run.exists() and not run.is_dir():
+        raise ReconError(f"run folder {run} is a file; choose a folder for --out")
+    if resume:
+        if latest_checkpoint(run) is None:
+            raise ReconError(f"no checkpoint to resume in {run}; start a new run without --resume")
+        return
+    if run.exists() and any(run.iterdir()):
+        if not overwrite:
+            raise ReconError(
+                f"run folder {run} is not empty; pass --resume to continue it or --overwrite to replace it"
+            )
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+
+
+def scene_for_training(scene_path: Path, run: Path, console: Console) -> Path:
+    """The scene folder to train on: ``scene_path`` itself, or a scene `recon process` makes from a photo folder."""
+    from recon.data.photos import list_photos
+    from recon.data.scene import find_scene
+
+    if not scene_path.exists():
+        raise ReconError(f"scene {scene_path} does not exist; pass a scene folder or a folder of photos")
+    try:
+        find_scene(scene_path)
+        return scene_path
+    except ReconError:
+        if not scene_path.is_dir() or not list_photos(scene_path):
+            raise
+    from recon.data.sfm import process_photos
+
+    target = run / "scene"
+    if (target / "report.json").exists():
+        return target
+    console.print(f"{scene_path} is a photo folder: solving the cameras first (recon process)")
+    process_photos(scene_path, target, overwrite=True, console=console)
+    return target
+
+
+def load_training_scene(scene_path: Path, cfg: Config) -> Scene:
+    d = cfg.data
+    return load_scene(
+        scene_path,
+        downscale=d.downscale,
+        split=SplitConfig(every=d.split_every, split_file=d.split_file),
+        background=d.background,
+        ram_budget_mb=d.ram_budget_mb,
+    )
+
+
+def train(
+    scene_path: str | Path,
+    run: str | Path,
+    cfg: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+    on_step=None,
+) -> TrainResult:
+    """Train into run folder ``run`` (see DESIGN.md §3 for its contents)."""
+    console = console or Console(stderr=True)
+    run = Path(run)
+    prepare_run(run, resume, overwrite)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    scene_dir = scene_for_training(Path(scene_path), run, console)
+    scene = load_training_scene(scene_dir, cfg)
+    if len(scene.train_ids) == 0:
+        raise ReconError(
+            f"scene {scene_dir} has no training images; lower data.split_every or fix the split file"
+        )
+    atomic_write_text(run / "config.yaml", dump_yaml(cfg))
+    atomic_write_text(run / RUN_FILE, json.dumps({"scene": str(scene_dir.resolve())}, indent=2) + "\n")
+    trainer = Trainer(scene, cfg, run, console)
+    if resume:
+        ck = latest_checkpoint(run)
+        trainer.load_state_dict(load_checkpoint(ck))
+        trainer.last_good = ck
+        console.print(f"resuming from {ck} (step {trainer.step})")
+    result = trainer.run(on_step=on_step)
+    if not math.isfinite(result.seconds):
+        raise TrainingFailed("training time is not finite")
+    return result
