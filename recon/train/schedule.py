@@ -58,7 +58,7 @@ class PeriodicStep:
 
     def __call__(self, nominal: int) -> int:
         multiple = (nominal // self.period) * self.period
-        crossed = self.prev < multiple <= nominal
+        crossed = self.prev < multiple <= nominal and (multiple > 0 or nominal == 0)
         self.prev = max(self.prev, nominal)
         if crossed:
             return multiple

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from gsplat.strategy import DefaultStrategy, MCMCStrategy
-from gsplat.strategy.ops import _multinomial_sample, _update_param_with_optimizer, remove
+from gsplat.strategy.ops import _multinomial_sample, _update_param_with_optimizer, remove, reset_opa
 from torch import Tensor
 
 from recon.render.projection import quat_to_rotmat
@@ -169,3 +169,16 @@ def binomial_table(n_max: int = 51) -> Tensor:
         for k in range(n + 1):
             t[n, k] = math.comb(n, k)
     return t
+
+
+@torch.no_grad()
+def reset_opacities_if_due(strategy: DefaultStrategy, params, optimizers, state: dict, step: int) -> bool:
+    """3DGS's periodic opacity reset, done here because gsplat 1.5.3's test for it never fires.
+
+    gsplat writes ``step % self.reset_every == 0 & step > 0``; Python reads that as
+    ``step % reset_every == (0 & step) > 0``, a chained comparison that is always False.
+    """
+    if not (0 < step < strategy.refine_stop_iter) or step % strategy.reset_every != 0:
+        return False
+    reset_opa(params=params, optimizers=optimizers, state=state, value=strategy.prune_opa * 2.0)
+    return True

@@ -44,7 +44,7 @@ from .checkpoint import (
 from .config import Config
 from .overrides import dump_yaml, to_dict
 from .schedule import Clock, PeriodicStep, exp_decay, sh_degree_at
-from .strategies import enforce_cap, make_strategy
+from .strategies import enforce_cap, make_strategy, reset_opacities_if_due
 
 log = logging.getLogger("recon")
 
@@ -284,6 +284,7 @@ class Trainer:
             )
             if step_arg % self.strategy.refine_every == 0:
                 enforce_cap(self.model.params, self.optimizers, self.strategy_state, cfg.model.max_gaussians)
+            reset_opacities_if_due(self.strategy, self.model.params, self.optimizers, self.strategy_state, step_arg)
         else:
             self.strategy.step_post_backward(
                 self.model.params, self.optimizers, self.strategy_state, step_arg, info, lr=means_lr
