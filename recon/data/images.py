@@ -130,6 +130,13 @@ class ImageStore:
         """float32 HxWx3 in [0,1] of image ``i``, RGBA composited on the background."""
         return to_float(self._get("image", int(i)), self.background)
 
+    def image_on(self, i: int, background: np.ndarray) -> np.ndarray:
+        """Image ``i`` composited on another background (random-background training); RGB images are unchanged."""
+        return to_float(self._get("image", int(i)), np.asarray(background, dtype=np.float32).reshape(3))
+
+    def has_alpha(self, i: int) -> bool:
+        return self._get("image", int(i)).shape[2] == 4
+
     def mask(self, i: int) -> np.ndarray | None:
         """float32 HxW in [0,1] of mask ``i`` (1 = keep), or None when the scene has no masks."""
         if self.mask_paths is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from recon.regularizers import RegularizersConfig
+
 
 @dataclass
 class DataConfig:
@@ -112,3 +114,5 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # geometric regularizers, all off by default
+    reg: RegularizersConfig = field(default_factory=RegularizersConfig)

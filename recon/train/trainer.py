@@ -31,6 +31,7 @@ from recon.data.split import SplitConfig
 from recon.eval.render_eval import evaluate
 from recon.losses.photometric import photometric_loss, psnr
 from recon.models.gaussians import GaussianModel
+from recon.regularizers import RegContext, build_regularizers, needed_outputs, regularization_terms
 from recon.render import rasterize, resolve_backend
 
 from .checkpoint import (
@@ -164,6 +165,7 @@ class Trainer:
             self.strategy_state = self.strategy.initialize_state()
         self.refine_step = PeriodicStep(self.strategy.refine_every)
         self.sampler = ViewSampler(scene.train_ids, cfg.train.seed)
+        self.regularizers = build_regularizers(cfg.reg)
         self.step = 0
         self.elapsed = 0.0
         self.background = torch.tensor(cfg.data.background, dtype=torch.float32)
@@ -204,10 +206,13 @@ class Trainer:
         return path
 
     # ----- one step -----
-    def _target(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    def _target(
+        self, i: int, factor: float, bg: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
         cams = self.scene.cameras[[i]]
         viewmats, Ks = cams.torch()
-        img = torch.from_numpy(self.scene.image(i))
+        pixels = self.scene.image(i) if bg is None else self.scene.images.image_on(i, bg.numpy())
+        img = torch.from_numpy(pixels)
         w, h = int(cams.widths[0]), int(cams.heights[0])
         if factor > 1:
             nw, nh = max(1, round(w / factor)), max(1, round(h / factor))
@@ -247,12 +252,16 @@ class Trainer:
         for g in self.optimizers["means"].param_groups:
             g["lr"] = means_lr
         i = self.sampler.next()
-        target, viewmats, Ks, w, h = self._target(i, _progressive_factor(progress, cfg.train.progressive))
         bg = self.background
-        if cfg.data.random_background:
+        random_bg = cfg.data.random_background and self.scene.images.has_alpha(i)
+        if random_bg:
             bg = torch.rand(3)
+        factor = _progressive_factor(progress, cfg.train.progressive)
+        target, viewmats, Ks, w, h = self._target(i, factor, bg if random_bg else None)
+        outputs = ("rgb", *needed_outputs(self.regularizers, nominal))
         out, info = rasterize(
             **self.model.render_inputs(),
+            outputs=outputs,
             viewmats=viewmats,
             Ks=Ks,
             width=w,
@@ -264,6 +273,9 @@ class Trainer:
         )
         img = out.rgb[0]
         terms = photometric_loss(img, target, cfg.train.ssim_lambda)
+        if self.regularizers:
+            ctx = RegContext(out, info, self.model.params, nominal, viewmats, Ks, w, h, target, self.backend)
+            terms.update(regularization_terms(self.regularizers, ctx))
         if cfg.strategy.kind == "mcmc":
             p = self.model.params
             terms["opacity_reg"] = cfg.strategy.mcmc.opacity_reg * torch.sigmoid(p["opacities"]).abs().mean()
@@ -284,7 +296,9 @@ class Trainer:
             )
             if step_arg % self.strategy.refine_every == 0:
                 enforce_cap(self.model.params, self.optimizers, self.strategy_state, cfg.model.max_gaussians)
-            reset_opacities_if_due(self.strategy, self.model.params, self.optimizers, self.strategy_state, step_arg)
+            reset_opacities_if_due(
+                self.strategy, self.model.params, self.optimizers, self.strategy_state, step_arg
+            )
         else:
             self.strategy.step_post_backward(
                 self.model.params, self.optimizers, self.strategy_state, step_arg, info, lr=means_lr

@@ -1,0 +1,65 @@
+"""Benchmark `recon train` on the lund photos (processed at a long side of about 480 px) under a time budget.
+
+    python scripts/bench_train.py [--time-budget 600] [--config configs/fast.yaml]
+
+Prints one JSON line: held-out PSNR/SSIM, steps per second, Gaussian count, peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from _bench import REPO, SHARED_DATA, machine, peak_rss_mb
+from rich.console import Console
+
+from recon.data.sfm import ProcessConfig, process_photos
+from recon.train.config import Config
+from recon.train.overrides import build_config
+from recon.train.trainer import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--photos", default=str(SHARED_DATA / "lund" / "images"))
+    parser.add_argument("--scene", help="an already processed scene (skips recon process)")
+    parser.add_argument("--time-budget", type=float, default=600.0)
+    parser.add_argument("--config", default=str(REPO / "configs" / "fast.yaml"))
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    args = parser.parse_args()
+    conditions = machine()
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = Path(args.scene) if args.scene else Path(tmp) / "scene"
+        if not args.scene:
+            process_photos(args.photos, scene, ProcessConfig(max_image_size=480), console=console)
+        cfg = build_config(
+            Config, preset=args.config, sets=[f"train.time_budget={args.time_budget}", *args.sets]
+        )
+        result = train(scene, Path(tmp) / "run", cfg, console=console)
+    print(
+        json.dumps(
+            {
+                "bench": "train",
+                "scene": "lund" if not args.scene else args.scene,
+                "config": Path(args.config).name,
+                "time_budget_s": args.time_budget,
+                "steps": result.steps,
+                "steps_per_second": round(result.steps / result.seconds, 3),
+                "num_gaussians": result.num_gaussians,
+                "psnr_test": result.metrics.get("psnr"),
+                "ssim_test": result.metrics.get("ssim"),
+                "n_test": result.metrics.get("n_images"),
+                "peak_rss_mb": peak_rss_mb(),
+                **conditions,
+            }
+        )
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
