@@ -44,7 +44,7 @@ from recon.data.cameras import Cameras, intrinsics_matrix, look_at_viewmat
 from recon.data.errors import ReconError
 
 # Bump when the generated pixels or geometry change, so old scenes on disk are not mistaken for current ones.
-VERSION = 1
+VERSION = 2
 
 DEFAULT_WIDTH = 320
 DEFAULT_HEIGHT = 240
@@ -60,17 +60,18 @@ TARGET = np.array([0.0, 0.0, 0.5])
 LIGHT_AZIMUTH_DEG = 35.0
 LIGHT_ELEVATION_DEG = 52.0
 AMBIENT = 0.42
-BACKGROUND = np.array(
-    [0.8, 0.86, 0.95]
-)  # only where a ray misses everything; the rig keeps the ground in view
+# Colour where a ray misses everything; ground_half_size keeps that from happening inside the rig's views.
+BACKGROUND = np.array([0.8, 0.86, 0.95])
 
 # Texture scales in world units.
-VOXEL = 0.01  # solid-texture voxel: a quarter of the smallest typical spot diameter
+VOXEL = 0.01  # solid-texture voxel: about a quarter of the smallest spot diameter
 SPOT_CELLS = tuple(0.6 * 0.75**k for k in range(7))  # 0.6 ... 0.107: one candidate spot per cell and level
 SPOT_FILL = 0.7  # fraction of cells that hold a spot
 GROUND_TEXEL = 0.004
 GROUND_MAX_TEXELS = 4096
 GROUND_MIN_SHAPE = 0.035  # radius of the smallest ground shapes
+GRAIN = 0.08  # spacing of the brightness noise inside shapes (both textures)
+GRAIN_DEPTH = 0.5  # brightness varies by +-GRAIN_DEPTH/2
 
 SMOOTH_ANGLE_DEG = 45.0  # edges sharper than this keep a crease in the shading normals
 
@@ -129,8 +130,9 @@ def _sliced(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return out
 
 
-def _xy_radius(mesh: trimesh.Trimesh, center: np.ndarray) -> float:
-    return float(np.max(np.linalg.norm(mesh.vertices[:, :2] - center[:2], axis=1)))
+def _xy_radius(mesh: trimesh.Trimesh) -> float:
+    """Radius of the vertical cylinder about the z axis that holds the mesh."""
+    return float(np.max(np.linalg.norm(mesh.vertices[:, :2], axis=1)))
 
 
 def build_objects(seed: int) -> list[trimesh.Trimesh]:
@@ -143,9 +145,9 @@ def build_objects(seed: int) -> list[trimesh.Trimesh]:
     box.apply_translation([0.0, 0.0, 0.425 - 0.12])
     cyl = trimesh.creation.cylinder(radius=0.27, height=1.1, sections=64)
     cyl.apply_translation([0.0, 0.0, 0.55 - 0.1])
-    blob_r = _xy_radius(blob, np.zeros(3))
+    blob_r = _xy_radius(blob)
     for mesh, az in ((box, -40.0 + rng.uniform(-10, 10)), (cyl, 55.0 + rng.uniform(-10, 10))):
-        dist = blob_r + _xy_radius(mesh, np.zeros(3)) + 0.15
+        dist = blob_r + _xy_radius(mesh) + 0.15
         a = math.radians(az)
         mesh.apply_translation([dist * math.cos(a), dist * math.sin(a), 0.0])
     parts = [_sliced(m) for m in (blob, box, cyl)]
@@ -265,7 +267,7 @@ class SolidTexture:
             )
             levels.append(_SpotLevel(to_cells, offset, cmin, dims, table))
         base = _lattice_noise(rng, lo, hi, 0.35, 3)
-        grain = _lattice_noise(rng, lo, hi, 0.06, 1)
+        grain = _lattice_noise(rng, lo, hi, GRAIN, 1)
         return SolidTexture(levels, base, grain)
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
@@ -285,7 +287,7 @@ class SolidTexture:
             win = (dist < row[:, 3]) & (row[:, 5] > best)
             best[win] = row[win, 5]
             color[win] = row[win, 6:]
-        return np.clip(color * (0.75 + 0.5 * self.grain(points)), 0.0, 1.0)
+        return np.clip(color * (1 - GRAIN_DEPTH / 2 + GRAIN_DEPTH * self.grain(points)), 0.0, 1.0)
 
 
 def _surface_points(mesh: trimesh.Trimesh, spacing: float) -> np.ndarray:
@@ -365,12 +367,14 @@ class GroundTexture:
         img = _ground_base(rng, half_size, n)
         _paint_dead_leaves(img, rng, half_size, texel)
         grain = cv2.resize(
-            rng.uniform(0, 1, (int(2 * half_size / 0.08), int(2 * half_size / 0.08))),
+            rng.uniform(0, 1, (int(2 * half_size / GRAIN), int(2 * half_size / GRAIN))),
             (n, n),
             interpolation=cv2.INTER_CUBIC,
         ).astype(np.float32)
         for r0 in range(0, n, 512):  # in row blocks: the float copy of a 4096^2 image would be 200 MB
-            block = img[r0 : r0 + 512].astype(np.float32) * (0.75 + 0.5 * grain[r0 : r0 + 512, :, None])
+            block = img[r0 : r0 + 512].astype(np.float32) * (
+                1 - GRAIN_DEPTH / 2 + GRAIN_DEPTH * grain[r0 : r0 + 512, :, None]
+            )
             img[r0 : r0 + 512] = np.clip(np.round(block), 0, 255).astype(np.uint8)
         pyramid = [img]
         while pyramid[-1].shape[0] > 16:
@@ -497,7 +501,7 @@ def ground_half_size(width: int, height: int) -> float:
             )
         hit = eye - eye[2] / d[2] * d
         reach = max(reach, float(np.hypot(hit[0], hit[1])))
-    return math.ceil(reach + 0.5)
+    return float(math.ceil(reach + 0.5))
 
 
 @dataclass
@@ -573,14 +577,16 @@ class Renderer:
         return rgb, depth
 
     def _shade(self, eye: np.ndarray, dirs: np.ndarray, footprint: float, textured: bool):
+        """(radiance [N,3], distance [N]) along unit rays from ``eye``; ``footprint`` is the spacing of
+        neighbouring rays per unit distance, which picks the ground's mip level."""
         n = len(dirs)
         origins = np.broadcast_to(eye.astype(np.float32), (n, 3))
         hit = self.embree.run(origins, dirs.astype(np.float32), output=1)
         prim = hit["primID"]
         t_obj = np.where(prim >= 0, hit["tfar"].astype(np.float64), np.inf)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # rays parallel to or away from the ground
             t_gnd = np.where(dirs[:, 2] < 0, -eye[2] / dirs[:, 2], np.inf)
-        gxy = eye[:2] + t_gnd[:, None] * dirs[:, :2]
+            gxy = eye[:2] + t_gnd[:, None] * dirs[:, :2]
         t_gnd = np.where(np.all(np.abs(gxy) <= self.scene.ground.half_size, axis=1), t_gnd, np.inf)
         on_obj = (prim >= 0) & (t_obj <= t_gnd)
         on_gnd = ~on_obj & np.isfinite(t_gnd)
@@ -703,7 +709,7 @@ def _folder_lock(out: Path) -> Iterator[None]:
     except ImportError:  # Windows: no advisory locks; concurrent generation of one folder is then unsupported
         yield
         return
-    with open(out / ".synthetic.lock", "w") as fh:
+    with open(out / ".synthetic.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -732,6 +738,8 @@ def make_sample_scene(
     out = Path(out_dir)
     if is_current(out, n_views, width, height, seed):
         return out
+    if not overwrite:
+        _refuse_existing(out, n_views, width, height, seed)  # before creating anything in a foreign folder
     out.mkdir(parents=True, exist_ok=True)
     with _folder_lock(out):
         if is_current(out, n_views, width, height, seed):  # another process finished it while we waited
@@ -842,15 +850,19 @@ def main(argv: list[str] | None = None) -> int:
         if is_current(args.out, args.views, args.width, args.height, args.seed):
             print(f"{args.out} already holds the sample scene ({what}); nothing to do")
             return 0
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         start = time.perf_counter()
+        console = Console(stderr=True)
         with Progress(
             TextColumn("rendering"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
             TimeRemainingColumn(),
+            console=console,
             transient=True,
+            disable=not console.is_terminal,
         ) as bar:
             task = bar.add_task("render", total=args.views)
             make_sample_scene(
