@@ -90,13 +90,11 @@ def rasterize(
         outputs=wanted,
     )
     if chosen == "cpu":
-        from .cpu import rasterize_cpu
-
-        return rasterize_cpu(**kwargs)
-    if chosen == "reference":
-        from .reference import rasterize_reference
-
-        return rasterize_reference(**kwargs)
-    from .gsplat_backend import rasterize_gsplat
-
-    return rasterize_gsplat(**kwargs)
+        from .cpu import rasterize_cpu as backend_fn
+    elif chosen == "reference":
+        from .reference import rasterize_reference as backend_fn
+    else:
+        from .gsplat_backend import rasterize_gsplat as backend_fn
+    out, info = backend_fn(**kwargs)
+    info.setdefault("gaussian_ids", None)  # unpacked layout: gsplat's strategies require the key
+    return out, info

@@ -306,7 +306,7 @@ class Trainer:
         self.step += 1
         stats = {k: float(v.detach()) for k, v in terms.items()}
         stats.update(
-            loss=float(loss),
+            loss=float(loss.detach()),
             psnr=float(psnr(img.detach().clamp(0, 1), target)),
             sh_degree=sh_degree,
             means_lr=means_lr,

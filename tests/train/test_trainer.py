@@ -17,7 +17,7 @@ from recon.train.config import Config
 from recon.train.overrides import build_config
 from recon.train.trainer import train
 
-FAST = ["train.backend=reference", "model.sh_degree=1", "train.log_every=1", "strategy.default.refine_every=10",
+FAST = ["train.backend=cpu", "model.sh_degree=1", "train.log_every=1", "strategy.default.refine_every=10",
         "strategy.default.refine_start=0.1", "strategy.default.grow_grad2d=0.00005", "data.split_every=5"]
 
 
