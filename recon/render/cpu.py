@@ -1,0 +1,322 @@
+"""The ``cpu`` backend: C++/OpenMP kernels (``csrc/``) with hand-written backward, wrapped as autograd Functions.
+
+Three Functions make the graph, so each kernel's backward stays small and testable:
+
+- ``_Project``: means, quats, scales -> means2d, conics, depths, camera-space normals, radii (EWA splatting with
+  the ``eps2d`` low-pass, near/far culling, 3-sigma radius);
+- ``_ShColors``: means, SH coefficients -> per-camera colours (degree 0..3);
+- ``_Rasterize``: tile compositing of the features (colour, plus depth / normal channels when asked) with the
+  3DGS thresholds, and the median-depth and distortion maps accumulated in the same per-pixel loop.
+
+Gradients reach means, quats, scales, opacities, colours / SH coefficients and backgrounds. Camera-pose gradients
+are not supported: ``viewmats`` and ``Ks`` are constants (detached). ``info["means2d"]`` is the autograd
+intermediate between projection and compositing with ``retain_grad()`` called, so after backward ``.grad`` holds
+dL/dmeans2d and, with ``absgrad=True``, ``.absgrad`` the sum over pixels of the per-pixel |dL/dmeans2d| (what
+gsplat's densification strategies read).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._ext import load_ext
+from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
+
+__all__ = ["rasterize_cpu"]
+
+_CONSTS = (ALPHA_MAX, ALPHA_MIN, T_EPS, NDC_NEAR, NDC_FAR)
+
+
+def _empty(like: Tensor) -> Tensor:
+    return torch.empty(0, dtype=like.dtype)
+
+
+def _grad_or_empty(g: Tensor | None, like: Tensor) -> Tensor:
+    """An incoming gradient as a contiguous tensor, or an empty one (read as zero by the kernels)."""
+    if g is None or g.numel() == 0:
+        return _empty(like)
+    return g.contiguous()
+
+
+class _Project(torch.autograd.Function):
+    """Projection of 3D Gaussians; ``settings`` = (width, height, eps2d, near, far, radius_clip)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, viewmats, Ks, settings, want_normals):
+        means2d, conics, depths, radii, normals = load_ext().project_forward(
+            means, quats, scales, viewmats, Ks, *settings, want_normals
+        )
+        ctx.save_for_backward(means, quats, scales, viewmats, Ks)
+        ctx.settings = settings
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, depths, normals, radii
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_means2d, g_conics, g_depths, g_normals, _g_radii):
+        means, quats, scales, viewmats, Ks = ctx.saved_tensors
+        d_means, d_quats, d_scales = load_ext().project_backward(
+            means,
+            quats,
+            scales,
+            viewmats,
+            Ks,
+            *ctx.settings,
+            _grad_or_empty(g_means2d, means),
+            _grad_or_empty(g_conics, means),
+            _grad_or_empty(g_depths, means),
+            _grad_or_empty(g_normals, means),
+        )
+        return d_means, d_quats, d_scales, None, None, None, None
+
+
+class _ShColors(torch.autograd.Function):
+    """clamp_min(SH(normalise(mean - campos)) + 0.5, 0) for every camera: [C,N,3]."""
+
+    @staticmethod
+    def forward(ctx, means, coeffs, viewmats, degree):
+        ctx.save_for_backward(means, coeffs, viewmats)
+        ctx.degree = degree
+        return load_ext().sh_forward(degree, means, coeffs, viewmats)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_colors):
+        means, coeffs, viewmats = ctx.saved_tensors
+        d_means, d_coeffs = load_ext().sh_backward(ctx.degree, means, coeffs, viewmats, g_colors.contiguous())
+        return d_means, d_coeffs, None, None
+
+
+class _Rasterize(torch.autograd.Function):
+    """Tile compositing; returns (features [C,H,W,F], alpha, median depth, distort_l1, distort_ndc2) maps.
+
+    ``grid`` = (width, height, tile_size); ``flags`` = (median, l1, ndc2); ``bins`` the binning tensors;
+    ``holder`` a dict whose "means2d" tensor receives ``.absgrad`` in the backward when "absgrad" is true.
+    """
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, depths, features, backgrounds, bins, grid, flags, holder):
+        tile_offsets, ids, slot_pos, gauss_offsets = bins
+        feat, alpha, T_final, last, med_idx, med, l1, ndc2, sums = load_ext().rasterize_forward(
+            means2d,
+            conics,
+            opacities,
+            depths,
+            features,
+            backgrounds,
+            tile_offsets,
+            ids,
+            *grid,
+            *flags,
+            *_CONSTS,
+        )
+        ctx.save_for_backward(
+            means2d, conics, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
+            T_final, last, med_idx, sums,
+        )  # fmt: skip
+        ctx.grid = grid
+        ctx.holder = holder
+        return feat, alpha, med, l1, ndc2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_feat, g_alpha, g_med, g_l1, g_ndc2):
+        (means2d, conics, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
+         T_final, last, med_idx, sums) = ctx.saved_tensors  # fmt: skip
+        C, N, F = features.shape
+        W, H, _ = ctx.grid
+        if g_feat is None:
+            g_feat = torch.zeros(C, H, W, F, dtype=features.dtype)
+        g_feat = g_feat.contiguous()
+        rows = load_ext().rasterize_backward(
+            means2d,
+            conics,
+            opacities,
+            depths,
+            features,
+            backgrounds,
+            tile_offsets,
+            ids,
+            slot_pos,
+            gauss_offsets,
+            *ctx.grid,
+            T_final,
+            last,
+            med_idx,
+            sums,
+            g_feat,
+            _grad_or_empty(g_alpha, features),
+            _grad_or_empty(g_med, features),
+            _grad_or_empty(g_l1, features),
+            _grad_or_empty(g_ndc2, features),
+            *_CONSTS,
+        )
+        P = conics.shape[-1]
+        d_means2d = rows[..., 0:2]
+        d_conics = rows[..., 2 : 2 + P]
+        d_opac = rows[..., 2 + P]
+        d_depths = rows[..., 3 + P]
+        d_feat = rows[..., 4 + P : 4 + P + F]
+        if ctx.holder.get("absgrad"):
+            ctx.holder["means2d"].absgrad = rows[..., 4 + P + F : 6 + P + F].contiguous()
+        # Elementwise, not einsum: einsum lowers to a BLAS bmm whose thread pool is slow to wake on small inputs.
+        d_bg = (T_final.unsqueeze(-1) * g_feat).sum((1, 2)) if ctx.needs_input_grad[5] else None
+        return d_means2d, d_conics, d_opac, d_depths, d_feat, d_bg, None, None, None, None
+
+
+def _colors_per_camera(colors: Tensor, means: Tensor, viewmats: Tensor, sh_degree: int | None) -> Tensor:
+    C, N = viewmats.shape[0], means.shape[0]
+    if sh_degree is not None:
+        if colors.dim() not in (3, 4) or colors.shape[-1] != 3 or colors.shape[-3] != N:
+            raise ValueError(
+                f"with sh_degree set, colors must be [N,K,3] or [C,N,K,3], got {tuple(colors.shape)}"
+            )
+        if colors.shape[-2] < (sh_degree + 1) ** 2:
+            raise ValueError(f"sh_degree {sh_degree} needs K >= {(sh_degree + 1) ** 2} coefficients")
+        return _ShColors.apply(means, colors.contiguous(), viewmats, int(sh_degree))
+    if colors.dim() == 2 and colors.shape[0] == N:
+        return colors.unsqueeze(0).expand(C, N, colors.shape[1])
+    if colors.dim() == 3 and colors.shape[:2] == (C, N):
+        return colors
+    raise ValueError(f"colors must be [N,D] or [C,N,D] when sh_degree is None, got {tuple(colors.shape)}")
+
+
+def rasterize_cpu(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    sh_degree: int | None = None,
+    tile_size: int = 16,
+    backgrounds: Tensor | None = None,
+    absgrad: bool = False,
+    outputs: Sequence[str] = ("rgb",),
+) -> tuple[RenderOutputs, dict]:
+    """Render C views of N 3D Gaussians on the CPU; same arguments and results as ``recon.render.rasterize``.
+
+    Gradients flow to means, quats, scales, opacities, colors (or SH coefficients) and backgrounds; camera-pose
+    gradients are not supported (viewmats and Ks are treated as constants). float32 and float64 both work (float64
+    for gradcheck). Only the maps named in ``outputs`` are computed.
+    """
+    dtype = means.dtype
+    C, N = viewmats.shape[0], means.shape[0]
+    viewmats = viewmats.detach().to(dtype).contiguous()
+    Ks = Ks.detach().to(dtype).contiguous()
+    wanted = set(outputs)
+    settings = (
+        int(width),
+        int(height),
+        float(eps2d),
+        float(near_plane),
+        float(far_plane),
+        float(radius_clip),
+    )
+    means2d, conics, depths, normals, radii = _Project.apply(
+        means.contiguous(),
+        quats.contiguous(),
+        scales.contiguous(),
+        viewmats,
+        Ks,
+        settings,
+        "normal" in wanted,
+    )
+    if means2d.requires_grad:
+        means2d.retain_grad()
+
+    # Feature channels composited by the kernel: colours (only when rgb is wanted), then depth, then normal.
+    parts = []
+    if "rgb" in wanted:
+        parts.append(_colors_per_camera(colors.to(dtype), means, viewmats, sh_degree))
+    D = parts[0].shape[-1] if parts else 0
+    if "depth_exp" in wanted:
+        parts.append(depths.unsqueeze(-1))
+    if "normal" in wanted:
+        parts.append(normals)
+    if not parts:
+        features = means.new_zeros(C, N, 0)
+    else:
+        features = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]).contiguous()
+    F = features.shape[-1]
+
+    if backgrounds is None or D == 0:
+        bg = torch.zeros(C, F, dtype=dtype)
+    else:
+        if backgrounds.shape != (C, D):
+            raise ValueError(f"backgrounds must be [C,D] = [{C},{D}], got {tuple(backgrounds.shape)}")
+        bg = backgrounds.to(dtype)
+        if F > D:
+            bg = torch.cat([bg, bg.new_zeros(C, F - D)], dim=-1)
+        bg = bg.contiguous()
+
+    tile_width = math.ceil(width / tile_size)
+    tile_height = math.ceil(height / tile_size)
+    ext = load_ext()
+    bins = tuple(
+        ext.bin_primitives(means2d.detach(), radii, depths.detach(), tile_size, tile_width, tile_height)
+    )
+    holder = {"means2d": means2d, "absgrad": bool(absgrad)}
+    opacities = opacities.to(dtype)
+    opac = opacities.reshape(1, N).expand(C, N) if opacities.dim() == 1 else opacities
+    if opac.shape != (C, N):
+        raise ValueError(f"opacities must be [N] or [C,N] (C={C}, N={N}), got {tuple(opacities.shape)}")
+    opac = opac.contiguous()
+    flags = ("depth_median" in wanted, "distort_l1" in wanted, "distort_ndc2" in wanted)
+    feat, alpha, med, l1, ndc2 = _Rasterize.apply(
+        means2d,
+        conics,
+        opac,
+        depths,
+        features,
+        bg,
+        bins,
+        (int(width), int(height), int(tile_size)),
+        flags,
+        holder,
+    )
+
+    out = RenderOutputs()
+    if "rgb" in wanted:
+        out.rgb = feat[..., :D]
+    col = D
+    if "depth_exp" in wanted:
+        out.depth_exp = feat[..., col : col + 1]
+        col += 1
+    if "normal" in wanted:
+        out.normal = feat[..., col : col + 3]
+    if "alpha" in wanted:
+        out.alpha = alpha.unsqueeze(-1)
+    if "depth_median" in wanted:
+        out.depth_median = med.unsqueeze(-1)
+    if "distort_l1" in wanted:
+        out.distort_l1 = l1.unsqueeze(-1)
+    if "distort_ndc2" in wanted:
+        out.distort_ndc2 = ndc2.unsqueeze(-1)
+
+    info = {
+        "means2d": means2d,
+        "radii": radii.unsqueeze(-1).expand(C, N, 2).contiguous(),
+        "depths": depths,
+        "width": int(width),
+        "height": int(height),
+        "n_cameras": C,
+        "tile_size": int(tile_size),
+        "tile_width": tile_width,
+        "tile_height": tile_height,
+        "n_isects": int(bins[1].numel()),
+        "gaussian_ids": None,  # unpacked layout, as gsplat's strategies expect
+    }
+    return out, info

@@ -1,0 +1,207 @@
+"""Projection of 3D Gaussians to the screen, and tile binning, in plain torch (autograd-friendly).
+
+This is steps 1-7 of the rasterization semantics stated in ``reference.py``: camera-space centres, EWA covariance
+projection with gsplat's clamped Jacobian, conics, radii, culling, tile ranges, camera-space normals, and the
+depth-sorted Gaussian-tile intersection list. Values are differentiable w.r.t. means, quats and scales; every
+discrete decision (culling, radii, tiles, sort order, normal axis and sign) is taken on detached values. viewmats
+and Ks are treated as constants: no camera-pose or intrinsics gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Projection", "TileBins", "quat_to_rotmat", "project_gaussians", "bin_tiles"]
+
+
+@dataclass
+class Projection:
+    """Screen-space footprint of N Gaussians in C cameras."""
+
+    means2d: Tensor  # [C,N,2] pixel coordinates of the centres (0 where culled)
+    conics: Tensor  # [C,N,3] (a, b, c) of the inverse 2-D covariance [[a, b], [b, c]]
+    depths: Tensor  # [C,N] camera-space z of the centres
+    radii: Tensor  # [C,N] int32 screen radius in pixels, 0 = culled
+    visible: Tensor  # [C,N] bool, radii > 0
+    tile_min: Tensor  # [C,N,2] int64 first tile (x, y) covered, inclusive
+    tile_max: Tensor  # [C,N,2] int64 last tile (x, y) covered, exclusive
+    tile_width: int
+    tile_height: int
+    normals: Tensor | None = None  # [C,N,3] camera-space unit normals facing the camera, if asked for
+
+
+@dataclass
+class TileBins:
+    """Gaussian-tile intersections, sorted by tile, then depth, then Gaussian index."""
+
+    tile_ids: Tensor  # [M] int64 global tile index c*TH*TW + ty*TW + tx
+    flat_ids: Tensor  # [M] int64 camera-flattened Gaussian index c*N + n
+    tile_counts: Tensor  # [C*TH*TW] int64 number of intersections per tile
+    tile_offsets: Tensor  # [C*TH*TW] int64 first position of each tile in the sorted list
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """Rotation matrices [...,3,3] from quaternions [...,4] (w,x,y,z), normalised here."""
+    q = quats / quats.norm(dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
+
+
+def project_gaussians(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    tile_size: int = 16,
+    with_normals: bool = False,
+) -> Projection:
+    """Project N Gaussians (means [N,3], quats [N,4] wxyz, scales [N,3]) into C pinhole cameras.
+
+    A Gaussian is culled (radius 0) when its centre depth is outside [near_plane, far_plane], its 2-D covariance
+    is degenerate, its radius is <= radius_clip, or its 3-sigma box misses the image. Culled entries carry finite
+    (zero-gradient) values, so masking them never produces NaN gradients.
+    """
+    dtype = means.dtype
+    R = viewmats[:, :3, :3].detach().to(dtype)  # [C,3,3]
+    t = viewmats[:, :3, 3].detach().to(dtype)  # [C,3]
+    Ks = Ks.detach().to(dtype)
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C,1]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+
+    # 1. camera-space centres; depth culling.
+    p = torch.matmul(means, R.transpose(1, 2)) + t[:, None, :]  # [C,N,3]
+    z = p[..., 2]
+    in_range = (z >= near_plane) & (z <= far_plane) & (z != 0)
+    z_safe = torch.where(in_range, z, torch.ones_like(z))
+
+    # 2. world and camera covariances: Σ = (Rq S)(Rq S)ᵀ, Σc = R Σ Rᵀ.
+    Rq = quat_to_rotmat(quats)  # [N,3,3]
+    M = Rq * scales[:, None, :]
+    cov = M @ M.transpose(-1, -2)  # [N,3,3]
+    Rb = R[:, None]  # [C,1,3,3]
+    cov_c = Rb @ cov.unsqueeze(0) @ Rb.transpose(-1, -2)  # [C,N,3,3]
+
+    # 3. Jacobian of the perspective map with gsplat's clamp of the off-axis angle.
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
+    lim_x_neg = cx / fx + 0.3 * tan_fovx
+    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
+    lim_y_neg = cy / fy + 0.3 * tan_fovy
+    tx = z_safe * torch.clamp(p[..., 0] / z_safe, min=-lim_x_neg, max=lim_x_pos)
+    ty = z_safe * torch.clamp(p[..., 1] / z_safe, min=-lim_y_neg, max=lim_y_pos)
+    zero = torch.zeros_like(z_safe)
+    J0 = torch.stack([fx / z_safe, zero, -fx * tx / (z_safe * z_safe)], dim=-1)  # [C,N,3]
+    J1 = torch.stack([zero, fy / z_safe, -fy * ty / (z_safe * z_safe)], dim=-1)
+
+    # 4. Σ2D = J Σc Jᵀ + eps2d I; conic = Σ2D⁻¹.
+    cJ0 = (cov_c @ J0.unsqueeze(-1)).squeeze(-1)
+    cJ1 = (cov_c @ J1.unsqueeze(-1)).squeeze(-1)
+    a = (J0 * cJ0).sum(-1) + eps2d
+    b = (J0 * cJ1).sum(-1)
+    c = (J1 * cJ1).sum(-1) + eps2d
+    det = a * c - b * b
+    ok_det = det > 0
+    det_safe = torch.where(ok_det, det, torch.ones_like(det))
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
+
+    # 5. projected centres (unclamped).
+    mx = fx * p[..., 0] / z_safe + cx
+    my = fy * p[..., 1] / z_safe + cy
+
+    # 6. radius from the larger eigenvalue of Σ2D; culling decisions on detached values.
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
+        r = torch.ceil(3.0 * torch.sqrt(lam))
+        on_image = (mx + r > 0) & (mx - r < width) & (my + r > 0) & (my - r < height)
+        visible = in_range & ok_det & (r > radius_clip) & on_image
+        r = torch.where(visible, r, torch.zeros_like(r))
+        radii = r.to(torch.int32)
+
+        # 7. tile ranges [min, max) per axis.
+        tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
+        mxd, myd = mx.detach(), my.detach()
+        x0 = torch.floor((mxd - r) / tile_size).clamp(0, tw)
+        x1 = torch.ceil((mxd + r) / tile_size).clamp(0, tw)
+        y0 = torch.floor((myd - r) / tile_size).clamp(0, th)
+        y1 = torch.ceil((myd + r) / tile_size).clamp(0, th)
+        tile_min = torch.stack([x0, y0], dim=-1).to(torch.int64)
+        tile_max = torch.stack([x1, y1], dim=-1).to(torch.int64)
+        tile_max = torch.where(visible[..., None], tile_max, tile_min)
+
+    means2d = torch.stack([mx, my], dim=-1)
+    means2d = torch.where(visible[..., None], means2d, torch.zeros_like(means2d))
+
+    normals = None
+    if with_normals:
+        normals = _camera_normals(Rq, scales, R, p)
+    return Projection(
+        means2d=means2d,
+        conics=conics,
+        depths=z,
+        radii=radii,
+        visible=visible,
+        tile_min=tile_min,
+        tile_max=tile_max,
+        tile_width=tw,
+        tile_height=th,
+        normals=normals,
+    )
+
+
+def _camera_normals(Rq: Tensor, scales: Tensor, R: Tensor, p: Tensor) -> Tensor:
+    """Column of Rc·Rq for the smallest scale (first on ties), flipped so that n·p <= 0 (faces the camera)."""
+    axis = torch.argmin(scales.detach(), dim=-1)  # [N]
+    n_world = torch.gather(Rq, 2, axis[:, None, None].expand(-1, 3, 1)).squeeze(-1)  # [N,3]
+    n_cam = torch.matmul(n_world, R.transpose(1, 2))  # [C,N,3]
+    with torch.no_grad():
+        sign = torch.where((n_cam * p).sum(-1, keepdim=True) > 0, -1.0, 1.0).to(n_cam.dtype)
+    return n_cam * sign
+
+
+@torch.no_grad()
+def bin_tiles(proj: Projection) -> TileBins:
+    """Expand every visible Gaussian to the tiles of its box and sort by (tile, depth, index)."""
+    C, N = proj.depths.shape
+    tw, th = proj.tile_width, proj.tile_height
+    device = proj.depths.device
+    span = (proj.tile_max - proj.tile_min).clamp_min(0)  # [C,N,2]
+    nx = span[..., 0].reshape(-1)
+    counts = (span[..., 0] * span[..., 1]).reshape(-1)  # [C*N]
+    src = torch.repeat_interleave(torch.arange(C * N, device=device), counts)  # [M]
+    first = torch.cumsum(counts, 0) - counts
+    local = torch.arange(src.numel(), device=device) - first[src]
+    tx = proj.tile_min[..., 0].reshape(-1)[src] + local % nx[src].clamp_min(1)
+    ty = proj.tile_min[..., 1].reshape(-1)[src] + local // nx[src].clamp_min(1)
+    cam = src // N
+    tile_ids = cam * (th * tw) + ty * tw + tx
+    # src is ascending in (c, n); two stable sorts give the order (tile, depth, n).
+    order = torch.sort(proj.depths.detach().reshape(-1)[src], stable=True).indices
+    tile_ids, src = tile_ids[order], src[order]
+    order = torch.sort(tile_ids, stable=True).indices
+    tile_ids, src = tile_ids[order], src[order]
+    tile_counts = torch.bincount(tile_ids, minlength=C * th * tw)
+    tile_offsets = torch.cumsum(tile_counts, 0) - tile_counts
+    return TileBins(tile_ids=tile_ids, flat_ids=src, tile_counts=tile_counts, tile_offsets=tile_offsets)

@@ -1,0 +1,142 @@
+"""Shared scene generators for the rasterizer tests (reference, cpu, gsplat backends).
+
+Fixtures return factories, so a test picks its own size and seed:
+
+- ``random_scene(n, C, H, W, seed, sh_degree=None, dtype=torch.float32)`` -> dict of ``rasterize`` keyword
+  arguments (means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, sh_degree).
+  Cameras look at the origin from a ring (OpenCV axes, principal point off-centre). The Gaussians deliberately
+  include the awkward cases every backend must agree on: some behind camera 0, some centred on the image border
+  of camera 0, very large and very small scales, unnormalised quaternions, and zero opacity. With ``sh_degree``
+  set, ``colors`` holds SH coefficients [N,(d+1)²,3]; otherwise RGB [N,3] in [0,1]. ``backgrounds`` is [C,3].
+- ``empty_view(n, C, H, W, seed)`` -> the same kind of dict (plus ``far_plane``) where no Gaussian is visible:
+  each is behind a camera, beyond ``far_plane`` or far off-image; with n = 0 there are no Gaussians at all.
+
+Both are plain functions too (``make_random_scene``, ``make_empty_view``) for use outside fixtures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+
+def look_at(campos: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+    """World-to-camera [4,4] for a camera at ``campos`` looking at ``target`` (OpenCV: x right, y down, z fwd)."""
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=campos.dtype) if up is None else up
+    fwd = target - campos
+    fwd = fwd / fwd.norm()
+    right = torch.linalg.cross(fwd, up)
+    right = right / right.norm()
+    down = torch.linalg.cross(fwd, right)
+    R = torch.stack([right, down, fwd])  # rows: camera axes in world coordinates
+    M = torch.eye(4, dtype=campos.dtype)
+    M[:3, :3] = R
+    M[:3, 3] = -R @ campos
+    return M
+
+
+def _cameras(C: int, H: int, W: int, gen: torch.Generator, dtype: torch.dtype):
+    viewmats, Ks = [], []
+    for c in range(C):
+        ang = 2 * math.pi * c / max(C, 1) + 0.3
+        campos = torch.tensor([4.0 * math.cos(ang), 4.0 * math.sin(ang), 0.8 + 0.3 * c], dtype=torch.float64)
+        jitter = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * 0.2
+        viewmats.append(look_at(campos, jitter))
+        f = 0.9 * max(W, H) * (1.0 + 0.1 * float(torch.rand((), generator=gen)))
+        cx = W / 2 + (float(torch.rand((), generator=gen)) - 0.5) * 0.1 * W
+        cy = H / 2 + (float(torch.rand((), generator=gen)) - 0.5) * 0.1 * H
+        Ks.append(torch.tensor([[f, 0.0, cx], [0.0, f * 1.02, cy], [0.0, 0.0, 1.0]], dtype=torch.float64))
+    return torch.stack(viewmats).to(dtype), torch.stack(Ks).to(dtype)
+
+
+def make_random_scene(
+    n: int,
+    C: int,
+    H: int,
+    W: int,
+    seed: int,
+    sh_degree: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    """A random scene with the awkward cases listed in the module docstring (needs n >= 20 to hold them all)."""
+    gen = torch.Generator().manual_seed(seed)
+    viewmats, Ks = _cameras(C, H, W, gen, torch.float64)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    means = (rand(n, 3) - 0.5) * 2.4
+    log_s = math.log(0.03) + rand(n, 3) * (math.log(0.25) - math.log(0.03))
+    quats = torch.randn(n, 4, generator=gen, dtype=torch.float64) * (0.5 + 2.5 * rand(n, 1))
+    opacities = 0.05 + 0.9 * rand(n)
+
+    k = max(n // 20, 1) if n >= 20 else 0
+    if k:
+        R0, t0 = viewmats[0, :3, :3], viewmats[0, :3, 3]
+        campos0 = -R0.T @ t0
+        # behind camera 0: 0.5..1.5 units behind it, spread sideways
+        off = (rand(k, 3) - 0.5) * torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+        off[:, 2] = -(0.5 + rand(k))
+        means[:k] = campos0 + off @ R0
+        # centred on the image border of camera 0, at depth 2..5
+        u = rand(k) * W
+        v = rand(k) * H
+        side = torch.arange(k) % 4
+        u = torch.where(side == 0, torch.zeros_like(u), torch.where(side == 1, torch.full_like(u, W), u))
+        v = torch.where(side == 2, torch.zeros_like(v), torch.where(side == 3, torch.full_like(v, H), v))
+        depth = 2.0 + 3.0 * rand(k)
+        K0 = Ks[0]
+        xc = torch.stack(
+            [(u - K0[0, 2]) / K0[0, 0] * depth, (v - K0[1, 2]) / K0[1, 1] * depth, depth], dim=-1
+        )
+        means[k : 2 * k] = (xc - t0) @ R0  # R0ᵀ (xc - t0), row-vector form
+        log_s[2 * k : 3 * k] = math.log(1.0) + rand(k, 3) * math.log(3.0)  # very large: 1..3
+        log_s[3 * k : 4 * k] = math.log(1e-4) + rand(k, 3) * math.log(10.0)  # very small: 1e-4..1e-3
+        opacities[4 * k : 5 * k] = 0.0
+
+    if sh_degree is None:
+        colors = rand(n, 3)
+    else:
+        colors = torch.randn(n, (sh_degree + 1) ** 2, 3, generator=gen, dtype=torch.float64) * 0.2
+        colors[:, 0] = torch.randn(n, 3, generator=gen, dtype=torch.float64) * 0.6
+    backgrounds = rand(C, 3)
+    cast = dict(dtype=dtype)
+    return dict(
+        means=means.to(**cast),
+        quats=quats.to(**cast),
+        scales=log_s.exp().to(**cast),
+        opacities=opacities.to(**cast),
+        colors=colors.to(**cast),
+        viewmats=viewmats.to(**cast),
+        Ks=Ks.to(**cast),
+        width=W,
+        height=H,
+        backgrounds=backgrounds.to(**cast),
+        sh_degree=sh_degree,
+    )
+
+
+def make_empty_view(n: int, C: int, H: int, W: int, seed: int, dtype: torch.dtype = torch.float32) -> dict:
+    """A scene in which no camera sees anything: ``far_plane`` = 50 and every centre 1000 units from the origin.
+
+    Each centre is then behind a camera (z < 0), beyond its far plane (z > 50), or so far off-axis that its box
+    misses the image. With n = 0 there are no Gaussians at all.
+    """
+    scene = make_random_scene(n, C, H, W, seed, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed + 1)
+    dirs = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    scene["means"] = (1000.0 * dirs / dirs.norm(dim=-1, keepdim=True)).to(dtype)
+    scene["far_plane"] = 50.0
+    return scene
+
+
+@pytest.fixture
+def random_scene():
+    return make_random_scene
+
+
+@pytest.fixture
+def empty_view():
+    return make_empty_view
