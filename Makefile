@@ -33,10 +33,10 @@ demo: sample
 	$(BIN)/recon eval $(DEMO_OUT)/run
 	@echo "demo: cameras in $(DEMO_OUT)/scene, splats in $(DEMO_OUT)/run/splats.ply,"
 	@echo "      held-out metrics in $(DEMO_OUT)/run/metrics.json, renders in $(DEMO_OUT)/run/renders/test/"
-	@echo "demo: look at it in the browser: $(BIN)/recon view $(DEMO_OUT)/scene"
+	@echo "demo: look at it in the browser: $(BIN)/recon view $(DEMO_OUT)/run"
 
 test: sample
-	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check recon viewer tests scripts

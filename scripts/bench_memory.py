@@ -9,6 +9,10 @@ prints one JSON line with the peak RSS of the process.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see recon/__init__.py)
+
 import argparse
 import json
 import time

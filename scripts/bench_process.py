@@ -5,9 +5,12 @@ python scripts/bench_process.py [PHOTOS] [--max-image-size N]
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see recon/__init__.py)
+
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time

@@ -7,6 +7,10 @@ Prints one JSON line: held-out PSNR/SSIM, steps per second, Gaussian count, peak
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see recon/__init__.py)
+
 import argparse
 import json
 import sys
