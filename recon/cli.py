@@ -92,6 +92,13 @@ def _add_train(sub) -> None:
     p.add_argument("--downscale", type=float, help="image downscale factor (same as --set data.downscale=F)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
+    p.add_argument(
+        "--viewer", action="store_true", help="watch training live in the browser (see recon view)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8080, help="viewer port; the next free one if busy (default 8080)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="viewer address to bind (default 127.0.0.1)")
     p.set_defaults(func=_run_train)
 
 
@@ -119,7 +126,20 @@ def _run_train(args) -> int:
     from recon.train.trainer import train
 
     cfg = _train_config(args)
-    result = train(args.scene, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    live = None
+    if args.viewer:
+        from viewer.live import LiveViewer
+
+        live = LiveViewer(host=args.host, port=args.port)
+        print(f"recon train: viewer at {live.url}", file=sys.stderr, flush=True)
+    try:
+        on_step = live.on_step if live else None
+        result = train(
+            args.scene, args.out, cfg, resume=args.resume, overwrite=args.overwrite, on_step=on_step
+        )
+    finally:
+        if live:
+            live.close()
     summary = {
         "run": str(result.run),
         "steps": result.steps,
@@ -145,21 +165,112 @@ def _run_eval(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a run as splat files")
+    p = sub.add_parser("export", help="export a run as splat files or a mesh")
     p.add_argument("run", help="run folder written by recon train")
     p.add_argument("--splat", metavar="FILE.splat", help="write the 32-bytes-per-splat .splat format")
     p.add_argument("--ply", metavar="FILE.ply", help="write the standard 3DGS splat PLY")
+    p.add_argument(
+        "--mesh", metavar="FILE", help="write a triangle mesh with vertex colours (.ply, .obj or .glb)"
+    )
+    p.add_argument(
+        "--method",
+        choices=("tsdf", "sugar"),
+        default="tsdf",
+        help="tsdf: fuse rendered depth (any run); sugar: density level set + Poisson (runs trained with sugar)",
+    )
+    p.add_argument("--voxel", type=float, help="TSDF voxel size in scene units (default depth-trunc/1024)")
+    p.add_argument("--sdf-trunc", type=float, help="TSDF truncation distance (default 5 voxels)")
+    p.add_argument(
+        "--depth-trunc", type=float, help="ignore depth beyond this (default 2x the camera radius)"
+    )
+    p.add_argument(
+        "--bounds",
+        type=float,
+        nargs=6,
+        metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+        help="crop the mesh to this box (default: the observed surface's extent)",
+    )
+    p.add_argument("--decimate", type=int, default=0, metavar="N", help="simplify to at most N triangles")
+    p.add_argument(
+        "--level", type=float, default=0.3, help="sugar: density level of the surface (default 0.3)"
+    )
+    p.add_argument("--poisson-depth", type=int, default=9, help="sugar: Poisson octree depth (default 9)")
     p.set_defaults(func=_run_export)
 
 
 def _run_export(args) -> int:
     from recon.train.runs import export_run
 
-    if not (args.splat or args.ply):
-        raise ReconError("nothing to export; pass --splat FILE.splat and/or --ply FILE.ply")
-    for line in export_run(args.run, splat=args.splat, ply=args.ply):
-        print(line, file=sys.stderr)
+    if not (args.splat or args.ply or args.mesh):
+        raise ReconError("nothing to export; pass --splat FILE.splat, --ply FILE.ply and/or --mesh FILE.ply")
+    if args.splat or args.ply:
+        for line in export_run(args.run, splat=args.splat, ply=args.ply):
+            print(line, file=sys.stderr)
+    if args.mesh:
+        from recon.export.mesh import MeshOptions, export_run_mesh
+
+        bounds = None if args.bounds is None else (tuple(args.bounds[:3]), tuple(args.bounds[3:]))
+        opts = MeshOptions(
+            method=args.method,
+            voxel=args.voxel,
+            sdf_trunc=args.sdf_trunc,
+            depth_trunc=args.depth_trunc,
+            bounds=bounds,
+            decimate=args.decimate,
+            level=args.level,
+            poisson_depth=args.poisson_depth,
+        )
+        info = export_run_mesh(args.run, args.mesh, opts)
+        print(f"wrote {info['triangles']:,} triangles to {args.mesh} in {info['seconds']} s", file=sys.stderr)
     return 0
+
+
+def _add_eval_mesh(sub) -> None:
+    p = sub.add_parser(
+        "eval-mesh", help="score a mesh against a ground-truth mesh (Chamfer, F-score, normals)"
+    )
+    p.add_argument("pred", help="mesh to score (.ply, .obj, .glb)")
+    p.add_argument("gt", help="ground-truth mesh")
+    p.add_argument(
+        "--tau", type=float, help="F-score distance threshold (default 1%% of the GT bounding-box diagonal)"
+    )
+    p.add_argument(
+        "--samples", type=int, default=200_000, help="points sampled on each mesh (default 200000)"
+    )
+    p.add_argument(
+        "--crop",
+        type=float,
+        nargs=6,
+        metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+        help="score only the triangles inside this box",
+    )
+    p.set_defaults(func=_run_eval_mesh)
+
+
+def _run_eval_mesh(args) -> int:
+    from recon.eval.mesh_metrics import eval_mesh_files
+
+    crop = None if args.crop is None else (args.crop[:3], args.crop[3:])
+    print(json.dumps(eval_mesh_files(args.pred, args.gt, tau=args.tau, n_samples=args.samples, crop=crop)))
+    return 0
+
+
+def _add_view(sub) -> None:
+    p = sub.add_parser("view", help="look at a run, splats, a mesh or a scene in the browser")
+    p.add_argument("target", help="run folder, scene folder, splat .ply, or mesh (.ply, .obj, .glb)")
+    p.add_argument(
+        "--port", type=int, default=8080, help="port to serve on; the next free one if busy (default 8080)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.set_defaults(func=_run_view)
+
+
+def _run_view(args) -> int:
+    from viewer.app import serve
+
+    return serve(args.target, host=args.host, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
+    _add_eval_mesh(sub)
+    _add_view(sub)
     return parser
 
 
