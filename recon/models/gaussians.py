@@ -84,9 +84,7 @@ class GaussianModel:
         return cls(params, sh_degree)
 
     @classmethod
-    def random_in_box(
-        cls, lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0, **kwargs
-    ) -> GaussianModel:
+    def random_in_box(cls, lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0, **kwargs) -> GaussianModel:
         """Gaussians uniformly in an axis-aligned box with random colours (for scenes without sparse points)."""
         rng = np.random.default_rng(seed)
         xyz = rng.uniform(lo, hi, size=(n, 3)).astype(np.float32)
@@ -125,8 +123,15 @@ class GaussianModel:
         p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
         n = len(self)
         f_rest = p["shN"].transpose(0, 2, 1).reshape(n, -1)  # [N,K-1,3] -> [N,3,K-1] -> channel-major
-        cols = [p["means"], np.zeros((n, 3), np.float32), p["sh0"].reshape(n, 3), f_rest,
-                p["opacities"][:, None], p["scales"], p["quats"]]
+        cols = [
+            p["means"],
+            np.zeros((n, 3), np.float32),
+            p["sh0"].reshape(n, 3),
+            f_rest,
+            p["opacities"][:, None],
+            p["scales"],
+            p["quats"],
+        ]
         data = np.concatenate(cols, axis=1).astype(np.float32)
         dtype = [(name, "f4") for name in self.ply_attributes()]
         rec = np.empty(n, dtype=dtype)
@@ -141,11 +146,15 @@ class GaussianModel:
         try:
             v = PlyData.read(str(path))["vertex"]
         except Exception as e:
-            raise ReconError(f"{path} is not a readable PLY file ({e}); pass a splat PLY written by 3DGS or recon")
+            raise ReconError(
+                f"{path} is not a readable PLY file ({e}); pass a splat PLY written by 3DGS or recon"
+            ) from None
         names = v.data.dtype.names
         needed = ["x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0"]
         if any(n not in names for n in needed):
-            raise ReconError(f"{path} is not a Gaussian splat PLY (no {', '.join(needed)}); pass a 3DGS-layout PLY")
+            raise ReconError(
+                f"{path} is not a Gaussian splat PLY (no {', '.join(needed)}); pass a 3DGS-layout PLY"
+            )
         n_rest = sum(1 for n in names if n.startswith("f_rest_"))
         k_rest = n_rest // 3
         degree = int(round(math.sqrt(k_rest + 1))) - 1

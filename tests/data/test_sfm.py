@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from recon.cli import main
@@ -32,8 +31,14 @@ def _photo_dir(tmp_path: Path, n: int) -> Path:
 
 
 def _check_scene_files(scene: Path) -> dict:
-    for name in ("sparse/0/cameras.bin", "sparse/0/images.bin", "sparse/0/points3D.bin", "transforms.json",
-                 "points3D.ply", "report.json"):
+    for name in (
+        "sparse/0/cameras.bin",
+        "sparse/0/images.bin",
+        "sparse/0/points3D.bin",
+        "transforms.json",
+        "points3D.ply",
+        "report.json",
+    ):
         assert (scene / name).is_file(), name
     report = json.loads((scene / "report.json").read_text())
     assert set(report["seconds"]) >= {"prepare", "extract", "match", "map", "export"}
@@ -127,6 +132,8 @@ def test_low_registration_warns(tmp_path, capsys, sample_scene):
     w, h = Image.open(views[0]).size
     for i in range(12):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"noise_{i:02d}.png")
-    code, err = _run(["process", str(folder), "--out", str(tmp_path / "out"), "--mapper", "incremental"], capsys)
+    code, err = _run(
+        ["process", str(folder), "--out", str(tmp_path / "out"), "--mapper", "incremental"], capsys
+    )
     assert code == 0, err
     assert "photos registered" in err and "try" in err

@@ -9,7 +9,9 @@ from recon.models.gaussians import GaussianModel, knn_mean_distance, sh0_to_rgb
 
 def _model(n=50, degree=3, seed=0) -> GaussianModel:
     rng = np.random.default_rng(seed)
-    m = GaussianModel.from_points(rng.normal(size=(n, 3)), rng.integers(0, 256, (n, 3), dtype=np.uint8), degree)
+    m = GaussianModel.from_points(
+        rng.normal(size=(n, 3)), rng.integers(0, 256, (n, 3), dtype=np.uint8), degree
+    )
     with torch.no_grad():
         for p in m.params.values():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)
@@ -23,7 +25,9 @@ def test_init_follows_3dgs():
     assert np.isclose(knn_mean_distance(xyz)[0], 2.0)  # neighbours of the origin at 1, 2, 3
     assert torch.allclose(torch.exp(m.params["scales"][0]), torch.full((3,), 2.0))
     assert torch.allclose(torch.sigmoid(m.params["opacities"]), torch.full((5,), 0.1))
-    assert torch.allclose(sh0_to_rgb(m.params["sh0"][:, 0]), torch.tensor([1.0, 0.0, 0.0]).expand(5, 3), atol=1e-6)
+    assert torch.allclose(
+        sh0_to_rgb(m.params["sh0"][:, 0]), torch.tensor([1.0, 0.0, 0.0]).expand(5, 3), atol=1e-6
+    )
     assert m.params["shN"].shape == (5, 8, 3)
     assert torch.equal(m.params["quats"][:, 0], torch.ones(5))
 
