@@ -237,3 +237,18 @@ def test_masks_from_transforms_and_colmap(tmp_path):
     colmap = load_scene(tmp_path)
     assert colmap.mask_paths == [tmp_path / "masks" / f"{p.name}.png" for p in paths]
     assert colmap.mask(0)[:, :16].min() == 1.0 and colmap.mask(0)[:, 16:].max() == 0.0
+
+
+def test_image_on_another_background_for_random_background_training(tmp_path):
+    paths, cams = _scene_files(tmp_path, 2, channels=4)
+    rgb_paths, rgb_cams = _scene_files(tmp_path / "rgb", 1, channels=3)
+    store = ImageStore(paths, cams, tmp_path, background=(1.0, 1.0, 1.0))
+    raw = np.asarray(Image.open(paths[0]), dtype=np.float32) / 255.0
+    bg = np.array([0.2, 0.5, 0.9], np.float32)
+    expected = raw[..., :3] * raw[..., 3:] + bg * (1 - raw[..., 3:])
+    assert store.has_alpha(0)
+    np.testing.assert_allclose(store.image_on(0, bg), expected, atol=1e-6)
+    assert not np.allclose(store.image_on(0, bg), store.image(0))
+    plain = ImageStore(rgb_paths, rgb_cams, tmp_path / "rgb")
+    assert not plain.has_alpha(0)
+    np.testing.assert_allclose(plain.image_on(0, bg), plain.image(0))

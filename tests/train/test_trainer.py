@@ -128,3 +128,30 @@ def test_existing_run_needs_resume_or_overwrite(tiny_scene, tmp_path, capsys):
     assert main(["train", str(tiny_scene), "--out", str(run)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_mcmc_progressive_and_random_background_train(tiny_scene, tmp_path):
+    """MCMC densification grows to its cap; coarse-to-fine and random backgrounds run through the same loop."""
+    cfg = _cfg(
+        "train.steps=60",
+        "strategy.kind=mcmc",
+        "strategy.mcmc.cap_max=90",
+        "strategy.mcmc.refine_every=10",
+        "strategy.mcmc.refine_start=0.05",
+        "train.progressive=[[0.0, 2.0], [0.5, 1.0]]",
+        "data.random_background=true",
+        "train.eval_at_end=false",
+    )
+    result = train(tiny_scene, tmp_path / "run", cfg)
+    assert result.num_gaussians == 90  # grown from 60 to the cap by relocation + 5% additions
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert {"opacity_reg", "scale_reg"} <= set(log[-1])
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+
+
+def test_progressive_factor_schedule():
+    from recon.train.trainer import _progressive_factor
+
+    schedule = [(0.0, 4.0), (0.25, 2.0), (0.6, 1.0)]
+    assert [_progressive_factor(p, schedule) for p in (0.0, 0.2, 0.3, 0.7)] == [4.0, 4.0, 2.0, 1.0]
+    assert _progressive_factor(0.5, []) == 1.0

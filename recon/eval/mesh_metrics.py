@@ -1,0 +1,126 @@
+"""How good is a mesh: Chamfer-L1, precision / recall / F-score at τ, and normal consistency against ground truth.
+
+Both meshes are sampled uniformly by area (fixed seed, so a score is reproducible), and nearest neighbours are
+found with a k-d tree:
+
+* accuracy = mean distance from predicted samples to the ground truth, completeness = the reverse;
+  Chamfer-L1 = (accuracy + completeness) / 2 (the DTU / 2DGS convention);
+* precision = fraction of predicted samples within τ of the ground truth, recall = the reverse,
+  F-score = 2PR / (P + R); τ defaults to 1% of the ground truth's bounding-box diagonal;
+* normal consistency = mean |⟨n_pred, n_gt⟩| between each sample's face normal and its nearest neighbour's,
+  averaged over both directions (absolute: the meshes' orientation conventions may differ).
+
+``crop`` limits both meshes to a box first, for scoring one region of a scene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from recon.data.errors import ReconError
+
+
+@dataclass
+class MeshScores:
+    chamfer_l1: float
+    accuracy: float
+    completeness: float
+    precision: float
+    recall: float
+    fscore: float
+    normal_consistency: float
+    tau: float
+    n_samples: int
+
+    def asdict(self) -> dict:
+        return asdict(self)
+
+
+def load_mesh(path: str | Path) -> trimesh.Trimesh:
+    """A triangle mesh from PLY/OBJ/GLB/STL/OFF (scenes are merged into one mesh)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReconError(f"mesh file {path} does not exist")
+    try:
+        loaded = trimesh.load(path, process=False)
+    except Exception as e:
+        raise ReconError(f"{path} is not a readable mesh ({e})") from None
+    if isinstance(loaded, trimesh.Scene):
+        parts = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)]
+        loaded = trimesh.util.concatenate(parts) if parts else None
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise ReconError(f"{path} holds no triangles; pass a triangle mesh")
+    return loaded
+
+
+def crop_mesh(mesh: trimesh.Trimesh, lo, hi) -> trimesh.Trimesh:
+    """The triangles whose centroid lies inside the box [lo, hi]."""
+    c = mesh.triangles_center
+    keep = np.all((c >= np.asarray(lo)) & (c <= np.asarray(hi)), axis=1)
+    out = mesh.submesh([np.nonzero(keep)[0]], append=True) if keep.any() else None
+    if out is None or len(out.faces) == 0:
+        raise ReconError(f"no triangles inside the crop box {list(lo)}..{list(hi)}")
+    return out
+
+
+def sample_surface(mesh: trimesh.Trimesh, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points uniformly by area and the unit normals of the faces they lie on."""
+    pts, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    normals = mesh.face_normals[face]
+    return np.asarray(pts), np.asarray(normals)
+
+
+def mesh_scores(
+    pred: trimesh.Trimesh,
+    gt: trimesh.Trimesh,
+    tau: float | None = None,
+    n_samples: int = 200_000,
+    seed: int = 0,
+    crop: tuple | None = None,
+) -> MeshScores:
+    """Score ``pred`` against ``gt`` (see the module docstring)."""
+    if crop is not None:
+        pred, gt = crop_mesh(pred, *crop), crop_mesh(gt, *crop)
+    if tau is None:
+        tau = 0.01 * float(np.linalg.norm(gt.bounds[1] - gt.bounds[0]))
+    if not tau > 0:
+        raise ReconError(f"tau must be positive, got {tau}")
+    p_pts, p_nrm = sample_surface(pred, n_samples, seed)
+    g_pts, g_nrm = sample_surface(gt, n_samples, seed + 1)
+    d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=-1)
+    d_gp, i_gp = cKDTree(p_pts).query(g_pts, workers=-1)
+    precision = float((d_pg < tau).mean())
+    recall = float((d_gp < tau).mean())
+    fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    nc = 0.5 * (
+        float(np.abs((p_nrm * g_nrm[i_pg]).sum(1)).mean())
+        + float(np.abs((g_nrm * p_nrm[i_gp]).sum(1)).mean())
+    )
+    acc, comp = float(d_pg.mean()), float(d_gp.mean())
+    return MeshScores(
+        chamfer_l1=0.5 * (acc + comp),
+        accuracy=acc,
+        completeness=comp,
+        precision=precision,
+        recall=recall,
+        fscore=fscore,
+        normal_consistency=nc,
+        tau=float(tau),
+        n_samples=n_samples,
+    )
+
+
+def eval_mesh_files(
+    pred: str | Path,
+    gt: str | Path,
+    tau: float | None = None,
+    n_samples: int = 200_000,
+    crop: tuple | None = None,
+) -> dict:
+    """`recon eval-mesh PRED GT`: the scores as a dict (one JSON line on the command line)."""
+    return mesh_scores(load_mesh(pred), load_mesh(gt), tau=tau, n_samples=n_samples, crop=crop).asdict()
