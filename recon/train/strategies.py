@@ -99,11 +99,12 @@ class TorchMCMCStrategy(MCMCStrategy):
                 p[src] = torch.logit(new_o).reshape(p[src].shape)
             elif name == "scales":
                 p[src] = torch.log(new_s)
+            trainable = p.requires_grad
             if dst is None:
-                p = torch.cat([p, p[src]])
+                p = torch.cat([p, p[src]])  # under no_grad: the new tensor does not require grad by itself
             else:
                 p[dst] = p[src]
-            return torch.nn.Parameter(p, requires_grad=p.requires_grad)
+            return torch.nn.Parameter(p, requires_grad=trainable)
 
         def optimizer_fn(key: str, v: Tensor) -> Tensor:
             if dst is None:

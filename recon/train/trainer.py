@@ -364,6 +364,7 @@ class Trainer:
                         logf.write(json.dumps(rec) + "\n")
                         logf.flush()
                     if self.step % cfg.train.ckpt_every == 0:
+                        self._check_params()  # a checkpoint is only ever written from finite parameters
                         self.save()
                     if time.perf_counter() - t_last > 0.25:
                         t_last = time.perf_counter()

@@ -15,7 +15,9 @@ from recon.data.ply import write_points_ply
 from recon.render import rasterize
 
 
-def make_tiny_scene(folder: Path, n_views: int = 10, size: int = 32, n_gaussians: int = 60, seed: int = 0) -> Path:
+def make_tiny_scene(
+    folder: Path, n_views: int = 10, size: int = 32, n_gaussians: int = 60, seed: int = 0
+) -> Path:
     """Cameras on a circle around random coloured Gaussians; images rendered by the reference rasterizer."""
     rng = np.random.default_rng(seed)
     means = rng.uniform(-0.6, 0.6, (n_gaussians, 3)).astype(np.float32)
@@ -24,14 +26,25 @@ def make_tiny_scene(folder: Path, n_views: int = 10, size: int = 32, n_gaussians
     eyes = [(3 * np.cos(a), 3 * np.sin(a), 1.0 + 0.3 * np.sin(3 * a)) for a in angles]
     viewmats = np.stack([look_at_viewmat(e, (0, 0, 0)) for e in eyes])
     K = intrinsics_matrix(size * 1.2, size * 1.2, size / 2, size / 2)
-    cams = Cameras(viewmats, np.repeat(K[None], n_views, 0), size, size, names=[f"v{i:02d}.png" for i in range(n_views)])
+    cams = Cameras(
+        viewmats, np.repeat(K[None], n_views, 0), size, size, names=[f"v{i:02d}.png" for i in range(n_views)]
+    )
     vm, ks = cams.torch()
     quats = torch.zeros(n_gaussians, 4)
     quats[:, 0] = 1
     with torch.no_grad():
         out, _ = rasterize(
-            torch.from_numpy(means), quats, torch.full((n_gaussians, 3), 0.12), torch.full((n_gaussians,), 0.8),
-            torch.from_numpy(colors), vm, ks, size, size, backgrounds=torch.ones(n_views, 3), backend="reference",
+            torch.from_numpy(means),
+            quats,
+            torch.full((n_gaussians, 3), 0.12),
+            torch.full((n_gaussians,), 0.8),
+            torch.from_numpy(colors),
+            vm,
+            ks,
+            size,
+            size,
+            backgrounds=torch.ones(n_views, 3),
+            backend="reference",
         )
     images = folder / "images"
     images.mkdir(parents=True)

@@ -52,4 +52,3 @@ def test_preset_then_set_and_yaml_round_trip(tmp_path):
     assert again == cfg
     with pytest.raises(ReconError, match="key=value"):
         parse_set("train.steps")
-

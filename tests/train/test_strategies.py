@@ -37,7 +37,9 @@ def test_relocation_keeps_the_rendered_opacity():
     assert torch.allclose(new_o, o) and torch.allclose(new_s, s)  # one copy: unchanged
     for n in (2, 3, 7):
         new_o, new_s = relocation_torch(o, s, torch.full((3,), n), binoms)
-        assert torch.allclose(1 - (1 - new_o) ** n, o, atol=1e-6)  # n stacked copies are as opaque as the original
+        assert torch.allclose(
+            1 - (1 - new_o) ** n, o, atol=1e-6
+        )  # n stacked copies are as opaque as the original
         assert torch.all(new_s < s)
 
 
@@ -53,7 +55,9 @@ def test_mcmc_grows_by_5_percent_and_relocates_dead_gaussians():
     assert len(params["means"]) == 210
     assert int((torch.sigmoid(params["opacities"][:200]) <= 0.005).sum()) == 0
     assert all(len(o.param_groups[0]["params"][0]) == 210 for o in opt.values())
-    strategy.step_post_backward(params, opt, state, step=11, info={}, lr=1e-3)  # not a refine step: noise only
+    strategy.step_post_backward(
+        params, opt, state, step=11, info={}, lr=1e-3
+    )  # not a refine step: noise only
     assert len(params["means"]) == 210
     assert not torch.equal(params["means"][:200].detach(), means_before)
 
@@ -86,9 +90,6 @@ def test_periodic_step_fires_once_per_crossed_period():
 
 def test_opacity_reset_fires_on_its_period_only():
     import torch
-    from gsplat.strategy import DefaultStrategy
-
-    from recon.train.strategies import reset_opacities_if_due
 
     strategy = DefaultStrategy(reset_every=100, refine_stop_iter=1000, prune_opa=0.005)
     params = torch.nn.ParameterDict({"opacities": torch.nn.Parameter(torch.full((4,), 3.0))})
@@ -98,3 +99,11 @@ def test_opacity_reset_fires_on_its_period_only():
     assert reset_opacities_if_due(strategy, params, optimizers, {}, 200)
     assert torch.allclose(torch.sigmoid(params["opacities"]), torch.full((4,), 0.01))
     assert not reset_opacities_if_due(strategy, params, optimizers, {}, 1000)  # densification has ended
+
+
+def test_mcmc_keeps_parameters_trainable():
+    params, opt = _params(100)
+    strategy = TorchMCMCStrategy(cap_max=1000, refine_start_iter=0, refine_every=10)
+    strategy.step_post_backward(params, opt, strategy.initialize_state(), step=10, info={}, lr=1e-3)
+    assert len(params["means"]) == 105
+    assert all(p.requires_grad for p in params.values())
