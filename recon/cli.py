@@ -244,6 +244,11 @@ def _add_eval_mesh(sub) -> None:
         metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
         help="score only the triangles inside this box",
     )
+    p.add_argument(
+        "--visible-from",
+        metavar="SCENE",
+        help="count only ground truth that a camera of this scene sees (like DTU's observation masks)",
+    )
     p.set_defaults(func=_run_eval_mesh)
 
 
@@ -251,7 +256,10 @@ def _run_eval_mesh(args) -> int:
     from recon.eval.mesh_metrics import eval_mesh_files
 
     crop = None if args.crop is None else (args.crop[:3], args.crop[3:])
-    print(json.dumps(eval_mesh_files(args.pred, args.gt, tau=args.tau, n_samples=args.samples, crop=crop)))
+    scores = eval_mesh_files(
+        args.pred, args.gt, tau=args.tau, n_samples=args.samples, crop=crop, visible_from=args.visible_from
+    )
+    print(json.dumps(scores))
     return 0
 
 

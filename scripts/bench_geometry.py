@@ -1,7 +1,7 @@
 """Benchmark geometry: train plain 3DGS, the geometry preset and the SuGaR preset on the sample scene with the same
 time budget, mesh each run, score the meshes against the known ground truth, and time a 300k-Gaussian export.
 
-    python scripts/bench_geometry.py [--time-budget 600] [--presets plain geometry sugar] [--out DIR]
+    python scripts/bench_geometry.py [--time-budget 600 | --steps 3000] [--presets plain geometry sugar] [--out DIR]
 
 The sample scene (``data/sample``, generated on first use) goes through `recon process` (structure from motion);
 its sparse points are moved into the ground-truth frame by the similarity that best maps the solved camera
@@ -33,6 +33,7 @@ import trimesh
 from _bench import REPO, machine, peak_rss_mb
 from rich.console import Console
 
+from recon.data.errors import ReconError
 from recon.data.formats.nerfstudio import read_transforms, write_transforms
 from recon.data.ply import write_points_ply
 from recon.data.scene import load_scene
@@ -74,19 +75,26 @@ def scaled_reg(reg: dict, factor: float) -> dict:
     return out
 
 
-def preset_config(name: str, budget: float, sets: list[str]) -> Config:
-    """configs/fast.yaml, then the named preset (step numbers scaled to the fast run), then the --set items."""
+def preset_config(name: str, budget: float | None, steps: int | None, sets: list[str]) -> Config:
+    """configs/fast.yaml, then the named preset (step numbers scaled to the run's length), then the --set items.
+
+    ``budget`` trains for that many seconds; ``steps`` instead fixes the step count (equal compute for every
+    preset when other work shares the machine and a time budget would buy each run a different number of steps).
+    """
     if not any(f.name == "reg" for f in dataclasses.fields(Config)):
         raise SystemExit(
             "bench_geometry: the training config has no `reg` field yet (regularizers not wired in)"
         )
     cfg = merge(Config(), load_yaml(REPO / "configs" / "fast.yaml"))
+    if steps:
+        cfg = merge(cfg, {"train": {"steps": steps}})
     if PRESETS[name] is not None:
         preset = load_yaml(PRESETS[name])
         if "reg" in preset:
             preset["reg"] = scaled_reg(preset["reg"], cfg.train.steps / SCHEDULE_STEPS)
         cfg = merge(cfg, preset)
-    for item in [f"train.time_budget={budget}", *sets]:
+    budget_sets = [] if steps else [f"train.time_budget={budget}"]
+    for item in [*budget_sets, *sets]:
         cfg = merge(cfg, parse_set(item))
     return cfg
 
@@ -142,26 +150,32 @@ def object_box(sample: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([lo[0] - pad[0], lo[1] - pad[1], -0.05]), hi + pad
 
 
-def score(mesh_path: Path, gt: trimesh.Trimesh, box) -> dict:
+def score(mesh_path: Path, gt: trimesh.Trimesh, box, cameras) -> dict:
+    """Scores of one mesh on three regions: the whole scene; the objects' box; the objects' box counting only
+    ground truth some camera sees (DTU-style observation mask: the ground under an object cannot be recovered)."""
     pred = load_mesh(mesh_path)
-    whole = mesh_scores(pred, gt)
-    try:
-        objects = mesh_scores(pred, gt, crop=box)
-        obj = {"chamfer_l1": objects.chamfer_l1, "fscore": objects.fscore, "tau": objects.tau}
-    except Exception as e:  # a mesh with nothing in the objects' box
-        obj = {"error": str(e)}
-    return {
-        "triangles": len(pred.faces),
-        "scene": {
-            "chamfer_l1": whole.chamfer_l1,
-            "fscore": whole.fscore,
-            "precision": whole.precision,
-            "recall": whole.recall,
-            "normal_consistency": whole.normal_consistency,
-            "tau": whole.tau,
-        },
-        "objects": obj,
-    }
+    out: dict = {"triangles": len(pred.faces)}
+    keys = (
+        "chamfer_l1",
+        "accuracy",
+        "completeness",
+        "precision",
+        "recall",
+        "fscore",
+        "normal_consistency",
+        "tau",
+    )
+    for region, kw in (
+        ("scene", {}),
+        ("objects", {"crop": box}),
+        ("visible_objects", {"crop": box, "visible_from": cameras}),
+    ):
+        try:
+            s = mesh_scores(pred, gt, **kw).asdict()
+            out[region] = {k: s[k] for k in keys}
+        except ReconError as e:  # e.g. a mesh with nothing in the objects' box
+            out[region] = {"error": str(e)}
+    return out
 
 
 def surface_model(gt: trimesh.Trimesh, n: int, seed: int = 0) -> GaussianModel:
@@ -187,7 +201,7 @@ def surface_model(gt: trimesh.Trimesh, n: int, seed: int = 0) -> GaussianModel:
     return GaussianModel(params, 0)
 
 
-def time_export(sample: Path, gt: trimesh.Trimesh, n: int, work: Path, box) -> dict:
+def time_export(sample: Path, gt: trimesh.Trimesh, n: int, work: Path, box, cameras) -> dict:
     run = work / f"surface_{n}"
     run.mkdir(parents=True, exist_ok=True)
     surface_model(gt, n).save_ply(run / "splats.ply")
@@ -197,33 +211,43 @@ def time_export(sample: Path, gt: trimesh.Trimesh, n: int, work: Path, box) -> d
         path = work / f"surface_{n}_{method}.ply"
         t0 = time.perf_counter()
         export_run_mesh(run, path, MeshOptions(method=method), Console(stderr=True))
-        out[method] = {"seconds": round(time.perf_counter() - t0, 2), **score(path, gt, box)}
+        out[method] = {"seconds": round(time.perf_counter() - t0, 2), **score(path, gt, box, cameras)}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--time-budget", type=float, default=600.0, help="training seconds per preset")
+    parser.add_argument(
+        "--steps", type=int, help="train every preset for this many steps instead of a time budget"
+    )
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--out", help="keep runs and meshes here (default: a temporary folder)")
     parser.add_argument(
         "--export-gaussians", type=int, default=300_000, help="size of the export-speed model"
     )
     parser.add_argument("--skip-export-timing", action="store_true")
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config override")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="extra config override, applied to every preset",
+    )
     args = parser.parse_args()
     conditions = machine()
     console = Console(stderr=True)
     sample = make_sample_scene(REPO / "data" / "sample")
     gt = load_mesh(sample / "gt" / "mesh.ply")
     box = object_box(sample)
+    cameras = read_transforms(sample / "gt" / "transforms.json")[0]
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_geometry_"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     try:
         scene, alignment = prepare_scene(sample, work, console)
         for name in args.presets:
-            cfg = preset_config(name, args.time_budget, args.sets)
+            cfg = preset_config(name, args.time_budget, args.steps, args.sets)
             run = work / name
             console.print(f"[bold]bench_geometry: training {name}")
             res = train(scene, run, cfg, overwrite=True, console=console)
@@ -239,18 +263,18 @@ def main() -> None:
                 export_run_mesh(run, path, MeshOptions(method=method), console)
                 entry[f"mesh_{method}"] = {
                     "export_seconds": round(time.perf_counter() - t0, 2),
-                    **score(path, gt, box),
+                    **score(path, gt, box, cameras),
                 }
             results[name] = entry
         export = None
         if not args.skip_export_timing:
-            export = time_export(sample, gt, args.export_gaussians, work, box)
+            export = time_export(sample, gt, args.export_gaussians, work, box, cameras)
     finally:
         if not args.out:
             shutil.rmtree(work, ignore_errors=True)
     summary = {}
     if "plain" in results:
-        for region in ("scene", "objects"):
+        for region in ("scene", "objects", "visible_objects"):
             base = results["plain"]["mesh_tsdf"][region].get("chamfer_l1")
             cands = [
                 (n, m, e[m][region]["chamfer_l1"])
@@ -281,7 +305,8 @@ def main() -> None:
                 "bench": "geometry",
                 "scene": "data/sample",
                 "init": {"sfm": alignment},
-                "time_budget_s": args.time_budget,
+                "time_budget_s": None if args.steps else args.time_budget,
+                "steps_budget": args.steps,
                 "presets": results,
                 "export_timing": {"gaussians": args.export_gaussians, **(export or {})},
                 "summary": summary,

@@ -10,7 +10,10 @@ found with a k-d tree:
 * normal consistency = mean |⟨n_pred, n_gt⟩| between each sample's face normal and its nearest neighbour's,
   averaged over both directions (absolute: the meshes' orientation conventions may differ).
 
-``crop`` limits both meshes to a box first, for scoring one region of a scene.
+``crop`` limits both meshes to a box first, for scoring one region of a scene. ``visible_from`` (cameras) keeps
+only the ground-truth samples some camera sees (inside its image, in front of it, not occluded by the ground
+truth itself), like DTU's observation masks: surfaces no photo shows (the ground under an object) cannot be
+reconstructed and would otherwise dominate completeness and recall.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
+from recon.data.cameras import Cameras
 from recon.data.errors import ReconError
 
 
@@ -75,6 +79,32 @@ def sample_surface(mesh: trimesh.Trimesh, n: int, seed: int) -> tuple[np.ndarray
     return np.asarray(pts), np.asarray(normals)
 
 
+def visible_mask(points: np.ndarray, mesh: trimesh.Trimesh, cameras: Cameras, tol: float) -> np.ndarray:
+    """Which points (lying on ``mesh``) at least one camera sees: projected inside its image, in front of it, and
+    the first hit of the ray from its centre lies within ``tol`` of the point."""
+    seen = np.zeros(len(points), dtype=bool)
+    for i in range(len(cameras)):
+        todo = np.nonzero(~seen)[0]
+        if len(todo) == 0:
+            break
+        cam = (points[todo] - cameras.centers[i]) @ cameras.viewmats[i, :3, :3].T  # camera-frame offsets
+        z = cam[:, 2]
+        uv = (cam @ cameras.Ks[i].T)[:, :2] / np.maximum(z, 1e-12)[:, None]
+        inside = (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= cameras.widths[i]) & (uv[:, 1] >= 0)
+        inside &= uv[:, 1] <= cameras.heights[i]
+        cand = todo[inside]
+        if len(cand) == 0:
+            continue
+        origin = np.broadcast_to(cameras.centers[i], (len(cand), 3))
+        offset = points[cand] - origin
+        dist = np.linalg.norm(offset, axis=1)
+        hits, ray_ids, _ = mesh.ray.intersects_location(origin, offset / dist[:, None], multiple_hits=False)
+        first = np.full(len(cand), np.inf)
+        first[ray_ids] = np.linalg.norm(hits - origin[ray_ids], axis=1)
+        seen[cand[first >= dist - tol]] = True
+    return seen
+
+
 def mesh_scores(
     pred: trimesh.Trimesh,
     gt: trimesh.Trimesh,
@@ -82,8 +112,10 @@ def mesh_scores(
     n_samples: int = 200_000,
     seed: int = 0,
     crop: tuple | None = None,
+    visible_from: Cameras | None = None,
 ) -> MeshScores:
     """Score ``pred`` against ``gt`` (see the module docstring)."""
+    full_gt = gt
     if crop is not None:
         pred, gt = crop_mesh(pred, *crop), crop_mesh(gt, *crop)
     if tau is None:
@@ -92,6 +124,12 @@ def mesh_scores(
         raise ReconError(f"tau must be positive, got {tau}")
     p_pts, p_nrm = sample_surface(pred, n_samples, seed)
     g_pts, g_nrm = sample_surface(gt, n_samples, seed + 1)
+    if visible_from is not None:
+        tol = 1e-4 * float(np.linalg.norm(full_gt.bounds[1] - full_gt.bounds[0]))
+        keep = visible_mask(g_pts, full_gt, visible_from, tol)
+        if not keep.any():
+            raise ReconError("no part of the ground-truth mesh is visible from the given cameras")
+        g_pts, g_nrm = g_pts[keep], g_nrm[keep]
     d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=-1)
     d_gp, i_gp = cKDTree(p_pts).query(g_pts, workers=-1)
     precision = float((d_pg < tau).mean())
@@ -121,6 +159,16 @@ def eval_mesh_files(
     tau: float | None = None,
     n_samples: int = 200_000,
     crop: tuple | None = None,
+    visible_from: str | Path | None = None,
 ) -> dict:
-    """`recon eval-mesh PRED GT`: the scores as a dict (one JSON line on the command line)."""
-    return mesh_scores(load_mesh(pred), load_mesh(gt), tau=tau, n_samples=n_samples, crop=crop).asdict()
+    """`recon eval-mesh PRED GT`: the scores as a dict (one JSON line on the command line); ``visible_from`` is a
+    scene (folder or transforms.json) whose cameras decide which ground truth counts."""
+    cameras = None
+    if visible_from is not None:
+        from recon.data.scene import load_scene
+
+        cameras = load_scene(visible_from).cameras
+    scores = mesh_scores(
+        load_mesh(pred), load_mesh(gt), tau=tau, n_samples=n_samples, crop=crop, visible_from=cameras
+    )
+    return scores.asdict()

@@ -12,9 +12,8 @@ defined,
 LE3D: K = 5, weight 0.01, rendered at a fixed 600×800; here the two extra renders use the training view's own
 resolution and camera.
 
-The rasterizers do not report per-pixel contributor ids, so they come from an extra no-gradient pass of the
-pure-torch reference compositor (``recon.render.reference.pixel_contributions``), which records every pixel's
-composited list: exact, but slow and memory-hungry beyond small images and a few ten thousand Gaussians.
+The ids come from ``recon.render.contributors`` (one extra compositing pass without features or gradient, in
+C++ on the ``cpu`` backend); the gsplat backend has no such kernel.
 """
 
 from __future__ import annotations
@@ -25,8 +24,7 @@ import torch
 from torch import Tensor
 
 from recon.data.errors import ReconError
-from recon.render import rasterize
-from recon.render.reference import pixel_contributions
+from recon.render import contributors, rasterize
 
 from .base import RegContext, Regularizer, RegularizerConfig
 
@@ -71,34 +69,6 @@ def nearfar_value(depth_n: Tensor, alpha_n: Tensor, depth_f: Tensor, alpha_f: Te
     return value[valid].mean()
 
 
-@torch.no_grad()
-def contributor_ids(
-    params, viewmats: Tensor, Ks: Tensor, width: int, height: int, k: int
-) -> tuple[Tensor, Tensor]:
-    """(first_k_ids, last_k_ids) [C,H,W,k]: each pixel's first and last k composited Gaussians, −1 = none."""
-    ids, _, _ = pixel_contributions(
-        params["means"].detach(),
-        params["quats"].detach(),
-        torch.exp(params["scales"].detach()),
-        torch.sigmoid(params["opacities"].detach()),
-        viewmats,
-        Ks,
-        width,
-        height,
-    )
-    C, H, W, L = ids.shape
-    if L == 0:
-        none = torch.full((C, H, W, k), -1, dtype=torch.long, device=ids.device)
-        return none, none.clone()
-    pad = torch.full((C, H, W, k), -1, dtype=ids.dtype, device=ids.device)
-    first = torch.cat([ids, pad], -1)[..., :k]
-    count = (ids >= 0).sum(-1, keepdim=True)  # composited entries come first, then −1 padding
-    pos = count - k + torch.arange(k, device=ids.device)  # the last k positions, oldest first
-    last = torch.gather(ids, -1, pos.clamp(0, L - 1))
-    last = torch.where(pos >= 0, last, torch.full_like(last, -1))
-    return first, last
-
-
 def contributor_sets(first_k_ids: Tensor, last_k_ids: Tensor) -> tuple[Tensor, Tensor]:
     """(N, F): sorted unique ids among the per-pixel first-K and last-K contributors (−1 entries dropped)."""
     near = torch.unique(first_k_ids[first_k_ids >= 0])
@@ -108,7 +78,7 @@ def contributor_sets(first_k_ids: Tensor, last_k_ids: Tensor) -> tuple[Tensor, T
 
 class NearFar(Regularizer):
     name = "nearfar"
-    needs = ("params",)  # contributor ids come from an extra pass, depth and alpha from two extra renders
+    needs = ("params",)  # ids come from an extra compositing pass, depth and alpha from two extra renders
 
     def __init__(self, cfg: NearFarConfig):
         super().__init__(cfg)
@@ -117,7 +87,11 @@ class NearFar(Regularizer):
             raise ReconError(f"reg.nearfar.topk must be at least 1, got {cfg.topk}")
 
     def loss(self, ctx: RegContext) -> dict[str, Tensor]:
-        first, last = contributor_ids(ctx.params, ctx.viewmats, ctx.Ks, ctx.width, ctx.height, self.cfg.topk)
+        p = ctx.params
+        first, last = contributors(
+            p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), ctx.viewmats, ctx.Ks,
+            ctx.width, ctx.height, k=self.cfg.topk, backend=ctx.backend,
+        )  # fmt: skip
         near, far = contributor_sets(first, last)
         if len(near) == 0 or len(far) == 0:
             return {self.name: ctx.params["means"].sum() * 0.0}

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .outputs import OUTPUT_NAMES, RenderOutputs, normalize_outputs
 
-__all__ = ["rasterize", "RenderOutputs", "OUTPUT_NAMES", "resolve_backend"]
+__all__ = ["rasterize", "contributors", "RenderOutputs", "OUTPUT_NAMES", "resolve_backend"]
 
 BACKENDS = ("auto", "cpu", "reference", "gsplat")
 
@@ -98,3 +98,50 @@ def rasterize(
     out, info = backend_fn(**kwargs)
     info.setdefault("gaussian_ids", None)  # unpacked layout: gsplat's strategies require the key
     return out, info
+
+
+def contributors(
+    means: Tensor,  # [N,3]
+    quats: Tensor,  # [N,4]
+    scales: Tensor,  # [N,3] (activated)
+    opacities: Tensor,  # [N] (activated)
+    viewmats: Tensor,  # [C,4,4]
+    Ks: Tensor,  # [C,3,3]
+    width: int,
+    height: int,
+    k: int = 5,
+    backend: str = "auto",
+    **settings,  # near_plane, far_plane, radius_clip, eps2d, tile_size as in rasterize
+) -> tuple[Tensor, Tensor]:
+    """Per pixel, the ids of the first ``k`` and the last ``k`` Gaussians it composites (α ≥ 1/255, before the
+    transmittance stop), each in compositing order, −1 where a pixel composites fewer: (first, last), both
+    [C,H,W,k] int64, no gradient. LE3D's near–far regularizer reads them (METHODS.md §3.3a).
+
+    A query of its own rather than a RenderOutputs map: ids are integers without gradient, and only the
+    ``cpu`` and ``reference`` backends provide them.
+    """
+    chosen = resolve_backend(backend, means.device)
+    if k < 1:
+        raise ValueError(f"contributors: k must be at least 1, got {k}")
+    args = (
+        means.detach(),
+        quats.detach(),
+        scales.detach(),
+        opacities.detach(),
+        viewmats,
+        Ks,
+        int(width),
+        int(height),
+        int(k),
+    )
+    if chosen == "cpu":
+        from .cpu import contributors_cpu
+
+        return contributors_cpu(*args, **settings)
+    if chosen == "reference":
+        from .reference import contributors_reference
+
+        return contributors_reference(*args, **settings)
+    raise ValueError(
+        "per-pixel contributor ids need backend='cpu' or 'reference' (gsplat has no such kernel)"
+    )

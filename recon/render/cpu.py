@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 from ._ext import load_ext
 from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
 
-__all__ = ["rasterize_cpu"]
+__all__ = ["rasterize_cpu", "contributors_cpu"]
 
 _CONSTS = (ALPHA_MAX, ALPHA_MIN, T_EPS, NDC_NEAR, NDC_FAR)
 
@@ -320,3 +320,49 @@ def rasterize_cpu(
         "gaussian_ids": None,  # unpacked layout, as gsplat's strategies expect
     }
     return out, info
+
+
+@torch.no_grad()
+def contributors_cpu(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    k: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    tile_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """(first, last) [C,H,W,k] int64: ids of the first and the last k Gaussians each pixel composites, in
+    compositing order, −1 where fewer; the forward's exact rules, in one extra pass without features or gradient."""
+    dtype = means.dtype
+    C, N = viewmats.shape[0], means.shape[0]
+    viewmats = viewmats.to(dtype).contiguous()
+    Ks = Ks.to(dtype).contiguous()
+    settings = (
+        int(width),
+        int(height),
+        float(eps2d),
+        float(near_plane),
+        float(far_plane),
+        float(radius_clip),
+    )
+    ext = load_ext()
+    means2d, conics, depths, radii, _ = ext.project_forward(
+        means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, *settings, False
+    )
+    tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    tile_offsets, ids, _, _ = ext.bin_primitives(means2d, radii, depths, tile_size, tile_width, tile_height)
+    opac = opacities.to(dtype).reshape(1, N).expand(C, N).contiguous()
+    first, last = ext.rasterize_contributors(
+        means2d, conics, opac, depths, means.new_zeros(C, N, 0), means.new_zeros(C, 0), tile_offsets, ids,
+        int(width), int(height), int(tile_size), int(k), ALPHA_MAX, ALPHA_MIN, T_EPS,
+    )  # fmt: skip
+    # camera-flattened ids (c*N + n) -> Gaussian ids n
+    return tuple(torch.where(x >= 0, x.long() % max(N, 1), -1) for x in (first, last))

@@ -56,7 +56,7 @@ from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS, RenderOutpu
 from .projection import Projection, TileBins, bin_tiles, project_gaussians
 from .sh import colors_from_sh
 
-__all__ = ["rasterize_reference", "pixel_contributions"]
+__all__ = ["rasterize_reference", "pixel_contributions", "contributors_reference"]
 
 # Pixel × list-entry pairs evaluated at once; bounds the transient memory of one chunk of tiles.
 _CHUNK_PAIRS = 1 << 22
@@ -476,3 +476,37 @@ def pixel_contributions(
         w_all[tiles[t_i], p_i, s_i] = w[t_i, p_i, k_i]
         z_all[tiles[t_i], p_i, s_i] = depths[g]
     return tuple(_to_images(x, C, th, tw, T, H, W) for x in (ids, w_all, z_all))
+
+
+@torch.no_grad()
+def contributors_reference(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    k: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    tile_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """(first, last) [C,H,W,k] int64: the first and the last k entries of each pixel's list from
+    ``pixel_contributions``, in compositing order, −1 where a pixel composites fewer."""
+    ids, _, _ = pixel_contributions(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, radius_clip, eps2d,
+        tile_size,
+    )  # fmt: skip
+    C, H, W, L = ids.shape
+    pad = torch.full((C, H, W, k), -1, dtype=torch.long, device=ids.device)
+    if L == 0:
+        return pad, pad.clone()
+    first = torch.cat([ids, pad], -1)[..., :k]
+    count = (ids >= 0).sum(-1, keepdim=True)  # composited entries come first, then −1 padding
+    pos = count - k + torch.arange(k, device=ids.device)  # the last k positions, oldest first
+    last = torch.gather(ids, -1, pos.clamp(0, L - 1))
+    return first, torch.where(pos >= 0, last, pad)

@@ -78,3 +78,63 @@ def test_cli_prints_one_json_line(tmp_path, capsys):
     assert scores["chamfer_l1"] == pytest.approx(0.05, abs=0.005)
     assert set(scores) >= {"chamfer_l1", "precision", "recall", "fscore", "normal_consistency", "tau"}
     assert main(["eval-mesh", str(tmp_path / "missing.ply"), str(tmp_path / "gt.obj")]) == 2
+
+
+def test_visibility_keeps_only_ground_truth_the_cameras_see():
+    from recon.data.cameras import Cameras, intrinsics_matrix, look_at_viewmat
+    from recon.eval.mesh_metrics import visible_mask
+
+    ground = trimesh.creation.box(extents=[4.0, 4.0, 0.02])
+    ground.apply_translation([0, 0, -0.01])  # top face at z = 0
+    block = trimesh.creation.box(extents=[1.0, 1.0, 1.0])
+    block.apply_translation([0, 0, 0.5])  # standing on the ground
+    gt = trimesh.util.concatenate([ground, block])
+    eyes = [(3 * np.cos(a), 3 * np.sin(a), 3.0) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    K = intrinsics_matrix(60.0, 60.0, 32.0, 32.0)
+    views = np.stack([look_at_viewmat(np.array(e), np.zeros(3)) for e in eyes])
+    cams = Cameras(views, np.repeat(K[None], 8, 0), 64, 64)
+    # block top, the block's bottom (on the ground), open ground, a point under the ground
+    pts = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.5, 1.5, 0.0], [0.0, 0.0, -0.02]])
+    assert visible_mask(pts, gt, cams, tol=1e-4).tolist() == [True, False, True, False]
+    # an open box (no bottom) is all that photos can show of the block: with the bottom counted, recall suffers
+    open_box = block.submesh([np.nonzero(block.face_normals[:, 2] > -0.9)[0]], append=True)
+    crop = (
+        (-0.6, -0.6, -0.05),
+        (0.6, 0.6, 1.1),
+    )  # the block, bottom included (the ground's faces are too big)
+    everything = mesh_scores(open_box, gt, n_samples=N, crop=crop, tau=0.02)
+    seen = mesh_scores(open_box, gt, n_samples=N, crop=crop, tau=0.02, visible_from=cams)
+    assert everything.recall < 0.9
+    assert seen.recall > 0.99 and seen.precision > 0.99
+
+
+def test_cli_visible_from_a_scene(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from recon.data.cameras import Cameras, intrinsics_matrix, look_at_viewmat
+    from recon.data.formats.nerfstudio import write_transforms
+
+    eyes = [(3 * np.cos(a), 3 * np.sin(a), 0.5) for a in np.linspace(0, 2 * np.pi, 6, endpoint=False)]
+    K = intrinsics_matrix(40.0, 40.0, 16.0, 16.0)
+    cams = Cameras(
+        np.stack([look_at_viewmat(np.array(e), np.zeros(3)) for e in eyes]), np.repeat(K[None], 6, 0), 32, 32
+    )
+    (tmp_path / "images").mkdir()
+    paths = [tmp_path / "images" / f"{i}.png" for i in range(6)]
+    for path in paths:
+        iio.imwrite(path, np.zeros((32, 32, 3), np.uint8))
+    write_transforms(tmp_path / "transforms.json", cams, paths)
+    sphere(1.0).export(tmp_path / "gt.ply")
+    half = sphere(1.0)
+    half = half.submesh(
+        [np.nonzero(half.triangles_center[:, 2] > -0.7)[0]], append=True
+    )  # bottom cap missing
+    half.export(tmp_path / "pred.ply")
+    args = ["eval-mesh", str(tmp_path / "pred.ply"), str(tmp_path / "gt.ply"), "--samples", "20000"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*args, "--visible-from", str(tmp_path)]) == 0
+    seen = json.loads(capsys.readouterr().out)
+    assert (
+        seen["recall"] > plain["recall"]
+    )  # the cameras, slightly above the equator, never see the bottom cap

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from recon.regularizers.nearfar import NearFar, NearFarConfig, contributor_ids, contributor_sets
+from recon.regularizers.nearfar import NearFar, NearFarConfig, contributor_sets
+from recon.render import contributors
 
 from .helpers import camera, context, params_of, quat_about_x, render
 
@@ -22,15 +23,21 @@ def layers(depths: list[float], per_layer: int, opacity: float):
     return params_of(means, quat_about_x(0.0, n), scales, torch.full((n,), opacity, dtype=torch.float64))
 
 
-def test_contributor_ids_are_the_first_and_last_k_in_order():
+def contributor_ids(params, vm, K, size, k, backend="reference"):
+    means, quats, scales, opac = _raw(params)
+    return contributors(means, quats, scales, opac, vm, K, size, size, k=k, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_contributor_ids_are_the_first_and_last_k_in_order(backend):
     vm, K = camera(SIZE)
     params = layers([2.0, 4.0], per_layer=6, opacity=0.15)
-    first, last = contributor_ids(params, vm, K, SIZE, SIZE, 5)
+    first, last = contributor_ids(params, vm, K, SIZE, 5, backend)
     assert first.shape == last.shape == (1, SIZE, SIZE, 5)
     assert first[0, 3, 7].tolist() == [0, 1, 2, 3, 4]  # depth order, ties by index
     assert last[0, 3, 7].tolist() == [7, 8, 9, 10, 11]
     few = layers([2.0], per_layer=3, opacity=0.15)
-    first, last = contributor_ids(few, vm, K, SIZE, SIZE, 5)
+    first, last = contributor_ids(few, vm, K, SIZE, 5, backend)
     assert first[0, 0, 0].tolist() == [0, 1, 2, -1, -1]
     assert last[0, 0, 0].tolist() == [-1, -1, 0, 1, 2]
 
@@ -40,7 +47,7 @@ def test_one_layer_gives_zero():
     params = layers([3.0], per_layer=4, opacity=0.6)  # ≤ 5 contributors per pixel: N = F
     reg = NearFar(NearFarConfig(weight=0.01))
     ctx = context(params, vm, K, SIZE, ())
-    first, last = contributor_ids(params, vm, K, SIZE, SIZE, 5)
+    first, last = contributor_ids(params, vm, K, SIZE, 5)
     near, far = contributor_sets(first, last)
     assert near.tolist() == far.tolist() == [0, 1, 2, 3]
     assert float(reg.loss(ctx)["nearfar"].detach()) == pytest.approx(0.0, abs=1e-12)
@@ -52,7 +59,7 @@ def test_two_layers_give_the_closed_form():
     params = layers([z, 2 * z], per_layer=6, opacity=0.15)
     reg = NearFar(NearFarConfig(weight=0.01))
     ctx = context(params, vm, K, SIZE, ())
-    first, last = contributor_ids(params, vm, K, SIZE, SIZE, 5)
+    first, last = contributor_ids(params, vm, K, SIZE, 5)
     near, far = contributor_sets(first, last)
     assert near.tolist() == [0, 1, 2, 3, 4] and far.tolist() == [7, 8, 9, 10, 11]
     # alpha of each set rendered alone
@@ -75,3 +82,15 @@ def _raw(params):
         torch.exp(params["scales"].detach()),
         torch.sigmoid(params["opacities"].detach()),
     )
+
+
+def test_cpu_ids_match_the_reference_on_a_random_scene():
+    from tests.render.conftest import make_random_scene
+
+    scene = make_random_scene(200, 2, 36, 52, seed=4)
+    args = [scene[k] for k in ("means", "quats", "scales", "opacities", "viewmats", "Ks", "width", "height")]
+    for k in (1, 5, 40):  # 40: more than most pixels composite, so -1 padding shows up in both lists
+        ref = contributors(*args, k=k, backend="reference")
+        cpu = contributors(*args, k=k, backend="cpu")
+        assert torch.equal(ref[0], cpu[0]) and torch.equal(ref[1], cpu[1])
+    assert (ref[0] == -1).any() and (ref[0] >= 0).any()

@@ -12,4 +12,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bin_primitives", &recon::bin_primitives);
   m.def("rasterize_forward", &recon::rasterize_forward);
   m.def("rasterize_backward", &recon::rasterize_backward);
+  m.def("rasterize_contributors", &recon::rasterize_contributors);
 }

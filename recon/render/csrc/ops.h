@@ -50,4 +50,11 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
                                  const at::Tensor& g_l1, const at::Tensor& g_ndc2, double alpha_max,
                                  double alpha_min, double t_eps, double ndc_near, double ndc_far);
 
+std::vector<at::Tensor> rasterize_contributors(const at::Tensor& means2d, const at::Tensor& payload,
+                                                  const at::Tensor& opacities, const at::Tensor& depths,
+                                                  const at::Tensor& features, const at::Tensor& backgrounds,
+                                                  const at::Tensor& tile_offsets, const at::Tensor& ids,
+                                                  int64_t width, int64_t height, int64_t tile_size, int64_t k,
+                                                  double alpha_max, double alpha_min, double t_eps);
+
 }  // namespace recon

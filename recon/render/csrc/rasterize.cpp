@@ -562,6 +562,106 @@ Common check_common(const at::Tensor& means2d, const at::Tensor& payload, const 
   return cm;
 }
 
+// Per-thread state of the contributor pass: transmittance, active flags, and per pixel a count, the first K ids
+// and a ring buffer of the last K ids.
+template <typename T>
+struct ContribWork {
+  TileBuffers<T> tb;
+  std::vector<T> Tr, act;
+  std::vector<int32_t> cnt, first, ring;
+  ContribWork(int ts, int K)
+      : tb(ts), Tr(tb.buf()), act(tb.buf()), cnt(tb.NP), first(size_t(tb.NP) * K), ring(size_t(tb.NP) * K) {}
+};
+
+// The ids of the first K and the last K primitives each pixel of a tile composites, by exactly the forward's
+// rules (same arithmetic, so the same decisions); for LE3D's near-far regularizer (METHODS.md §3.3a).
+template <typename T, typename Kern>
+RECON_MULTIVERSION void contributors_tile(const Layout& L, const Grid& grid, const T* rec, const int32_t* toff,
+                                          const int32_t* ids, const Consts<T>& k, int K, int64_t tile,
+                                          ContribWork<T>& w, int32_t* out_first, int32_t* out_last) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  using M = typename S::M;
+  constexpr int LW = S::W;
+  const int S_ = L.stride(), RS = w.tb.RS;
+  const TileGeom tg(grid, tile);
+  std::fill(w.Tr.begin(), w.Tr.end(), T(1));
+  std::fill(w.act.begin(), w.act.end(), T(0));
+  std::fill(w.cnt.begin(), w.cnt.end(), 0);
+  std::fill(w.first.begin(), w.first.end(), -1);
+  for (int ly = 0; ly < tg.ph; ++ly)
+    for (int lx = 0; lx < tg.pw; ++lx) w.act[ly * RS + lx] = T(1);
+  int n_active = tg.pw * tg.ph;
+  const V iota = S::iota();
+  typename Kern::Prim prim;
+  const int32_t s0 = toff[tile], s1 = toff[tile + 1];
+  for (int32_t s = s0; s < s1 && n_active > 0; ++s) {
+    const T* r = rec + int64_t(ids[s]) * S_;
+    const T op = r[L.opacity()];
+    T ex, ey;
+    if (!Kern::prepare(r[0], r[1], r + 2, k.alpha_min / op, prim, ex, ey)) continue;
+    int x0, x1, y0, y1;
+    if (!footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) continue;
+    const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
+    for (int y = y0; y <= y1; ++y) {
+      const V pyv = S::splat(T(y) + T(0.5));
+      const int row = (y - tg.py0) * RS;
+      for (int ci = c0; ci <= c1; ++ci) {
+        const int p = row + ci * LW;
+        const V pxv = S::splat(T(tg.px0 + ci * LW) + T(0.5)) + iota;
+        M m;
+        const V kv = Kern::eval(prim, pxv, pyv, m);
+        const V actv = S::load(&w.act[p]);
+        m &= actv > T(0);
+        if (!S::any(m)) continue;
+        const V alpha = S::vmin(S::splat(k.alpha_max), op * kv);
+        m &= alpha >= k.alpha_min;
+        if (!S::any(m)) continue;
+        const V Tp = S::load(&w.Tr[p]);
+        const V nT = Tp * (T(1) - alpha);
+        const M stop = m & (nT <= k.t_eps);
+        if (S::any(stop)) {
+          n_active -= S::count(stop);
+          S::store(&w.act[p], S::select(stop, S::splat(T(0)), actv));
+          m &= ~stop;
+        }
+        for (int l = 0; l < LW; ++l) {
+          if (!m[l]) continue;
+          const int q = p + l, c = w.cnt[q];
+          if (c < K) w.first[size_t(q) * K + c] = ids[s];
+          w.ring[size_t(q) * K + c % K] = ids[s];
+          w.cnt[q] = c + 1;
+        }
+        S::store(&w.Tr[p], S::select(m, nT, Tp));
+      }
+    }
+  }
+  for (int ly = 0; ly < tg.ph; ++ly)
+    for (int lx = 0; lx < tg.pw; ++lx) {
+      const int q = ly * RS + lx, n = w.cnt[q];
+      const int64_t pix = tg.pixel(grid, ly, lx);
+      for (int j = 0; j < K; ++j) {
+        out_first[pix * K + j] = w.first[size_t(q) * K + j];
+        const int at = n - K + j;  // the last K in compositing order, oldest first
+        out_last[pix * K + j] = at >= 0 ? w.ring[size_t(q) * K + at % K] : -1;
+      }
+    }
+}
+
+template <typename T, typename Kern>
+void contributors_impl(const Layout& L, const Grid& grid, const T* rec, const int32_t* toff, const int32_t* ids,
+                       const Consts<T>& k, int K, int64_t C, int32_t* out_first, int32_t* out_last) {
+  const int64_t n_tiles = C * grid.tiles_per_cam();
+  const std::vector<int64_t> order = tile_order(toff, n_tiles);
+#pragma omp parallel if (toff[n_tiles] >= kParallelMinPairs)
+  {
+    ContribWork<T> work(grid.ts, K);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t oi = 0; oi < n_tiles; ++oi)
+      contributors_tile<T, Kern>(L, grid, rec, toff, ids, k, K, order[oi], work, out_first, out_last);
+  }
+}
+
 }  // namespace
 
 // Returns {features [C,H,W,F], alpha [C,H,W], T_final [C,H,W], last [C,H,W], median index [C,H,W],
@@ -674,6 +774,35 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
     backward_impl<T, GaussianKernel<T>>(a, cm.C, cm.N, gauss_offsets.data_ptr<int64_t>(), out.data_ptr<T>());
   });
   return out;
+}
+
+// Returns {first [C,H,W,K], last [C,H,W,K]} int32: the camera-flattened ids (c*N + n) of the first K and the last
+// K primitives each pixel composites, both in compositing order, -1 where a pixel composites fewer. No gradient.
+std::vector<at::Tensor> rasterize_contributors(const at::Tensor& means2d, const at::Tensor& payload,
+                                                  const at::Tensor& opacities, const at::Tensor& depths,
+                                                  const at::Tensor& features, const at::Tensor& backgrounds,
+                                                  const at::Tensor& tile_offsets, const at::Tensor& ids,
+                                                  int64_t width, int64_t height, int64_t tile_size, int64_t k,
+                                                  double alpha_max, double alpha_min, double t_eps) {
+  const Common cm = check_common(means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids,
+                                 width, height, tile_size);
+  TORCH_CHECK(cm.L.P == GaussianKernel<float>::kPayload, "Gaussian payload must be the 3 conic entries");
+  TORCH_CHECK(k >= 1, "contributors: k must be at least 1");
+  const int64_t C = cm.C, H = height, W = width;
+  auto i32 = means2d.options().dtype(at::kInt);
+  auto out_first = at::empty({C, H, W, k}, i32);
+  auto out_last = at::empty({C, H, W, k}, i32);
+  const RasterConsts rk{alpha_max, alpha_min, t_eps, 0.2, 100.0};
+  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_contributors", [&] {
+    using T = scalar_t;
+    std::vector<T> rec;
+    pack_records<T>(cm.L, C * cm.N, means2d.data_ptr<T>(), payload.data_ptr<T>(), opacities.data_ptr<T>(),
+                    depths.data_ptr<T>(), features.data_ptr<T>(), rec);
+    contributors_impl<T, GaussianKernel<T>>(cm.L, cm.grid, rec.data(), tile_offsets.data_ptr<int32_t>(),
+                                            ids.data_ptr<int32_t>(), Consts<T>(rk), int(k), C,
+                                            out_first.data_ptr<int32_t>(), out_last.data_ptr<int32_t>());
+  });
+  return {out_first, out_last};
 }
 
 }  // namespace recon
