@@ -3,7 +3,9 @@
 * ``tsdf`` (2DGS's export, any primitive): render colour, alpha and surface depth from every camera, fuse them
   in an open3d ``VoxelBlockGrid`` (``ScalableTSDFVolume`` returns empty meshes in open3d-cpu 0.20), extract the
   zero level with marching cubes. Defaults from 2DGS: the scene radius r is the smallest camera distance to the
-  point nearest all optical axes; depth_trunc = 2r, voxel = depth_trunc/1024, sdf_trunc = 5·voxel.
+  point nearest all optical axes; depth_trunc = 2r, voxel = depth_trunc/1024 (but at least half a pixel's
+  footprint at distance r), sdf_trunc = 5·voxel. Pixels covered less than alpha 0.5 carry no depth; surface
+  depth is expected depth / alpha (``depth_ratio`` blends in the median depth).
 * ``sugar``: per camera, the median-depth point of each pixel is refined along the pixel's ray to where the
   Gaussians' density d(p) = Σ_j α_j exp(−½(p−μ_j)ᵀΣ_j⁻¹(p−μ_j)) (16 nearest Gaussians of the one found at the
   depth point, clamped at 1) crosses the level λ = 0.3, searching ±3σ of that Gaussian along the ray in 21 steps;
