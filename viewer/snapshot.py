@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from recon.models.gaussians import SH_C0, GaussianModel
+from recon.models.gaussians import SH_C0, GaussianModel, covariances, render_inputs_of
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,7 @@ class SplatSnapshot:
     @cached_property
     def render_inputs(self) -> dict[str, torch.Tensor]:
         """`recon.render.rasterize` keyword arguments (colors as SH coefficients [N,K,3])."""
-        p = self.params
-        return {
-            "means": p["means"],
-            "quats": p["quats"],
-            "scales": torch.exp(p["scales"]),
-            "opacities": torch.sigmoid(p["opacities"]),
-            "colors": torch.cat([p["sh0"], p["shN"]], dim=1),
-        }
+        return render_inputs_of(self.params)
 
     def splat_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(centers [N,3], covariances [N,3,3], rgbs [N,3] in [0,1], opacities [N,1]) for viser's splat renderer.
@@ -53,29 +46,7 @@ class SplatSnapshot:
         """
         p = self.params
         with torch.no_grad():
-            q = torch.nn.functional.normalize(p["quats"].float(), dim=-1)
-            R = quat_to_rotmat(q)
-            s2 = torch.exp(2.0 * p["scales"].float())
-            cov = (R * s2[:, None, :]) @ R.transpose(1, 2)
+            cov = covariances(p["quats"].float(), torch.exp(p["scales"].float()))
             rgb = (p["sh0"][:, 0, :].float() * SH_C0 + 0.5).clamp(0.0, 1.0)
             opa = torch.sigmoid(p["opacities"].float())[:, None]
         return p["means"].float().numpy(), cov.numpy(), rgb.numpy(), opa.numpy()
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """[N,3,3] rotation matrices of unit wxyz quaternions [N,4]."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)

@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 
 from recon.data.atomic import atomic_path
 from recon.data.errors import ReconError
+from recon.render.projection import quat_to_rotmat
 
 SH_C0 = 0.28209479177387814
 
@@ -41,6 +42,25 @@ def knn_mean_distance(xyz: np.ndarray, k: int = 3) -> np.ndarray:
     dist, _ = cKDTree(xyz).query(xyz, k=kk + 1)
     d = dist[:, 1:].mean(axis=1)
     return np.maximum(d, 1e-7).astype(np.float32)
+
+
+def render_inputs_of(params) -> dict[str, torch.Tensor]:
+    """Activated tensors in `recon.render.rasterize`'s argument names from raw parameters (log scales, logit
+    opacities); colors are the SH coefficients [N,K,3]."""
+    return {
+        "means": params["means"],
+        "quats": params["quats"],
+        "scales": torch.exp(params["scales"]),
+        "opacities": torch.sigmoid(params["opacities"]),
+        "colors": torch.cat([params["sh0"], params["shN"]], dim=1),
+    }
+
+
+def covariances(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """[N,3,3] Σ = R·diag(s)²·Rᵀ from raw quaternions (normalised here) and activated scales."""
+    r = quat_to_rotmat(quats)
+    m = r * scales[:, None, :]
+    return m @ m.transpose(1, 2)
 
 
 class GaussianModel:
@@ -101,14 +121,7 @@ class GaussianModel:
 
     def render_inputs(self) -> dict[str, torch.Tensor]:
         """Activated tensors in `recon.render.rasterize`'s argument names (colors are SH coefficients [N,K,3])."""
-        p = self.params
-        return {
-            "means": p["means"],
-            "quats": p["quats"],
-            "scales": torch.exp(p["scales"]),
-            "opacities": torch.sigmoid(p["opacities"]),
-            "colors": torch.cat([p["sh0"], p["shN"]], dim=1),
-        }
+        return render_inputs_of(self.params)
 
     # ----- PLY in the standard 3DGS layout -----
     def ply_attributes(self) -> list[str]:

@@ -15,7 +15,7 @@ from gsplat.strategy import DefaultStrategy, MCMCStrategy
 from gsplat.strategy.ops import _multinomial_sample, _update_param_with_optimizer, remove, reset_opa
 from torch import Tensor
 
-from recon.render.projection import quat_to_rotmat
+from recon.models.gaussians import covariances
 
 from .config import StrategyConfig
 
@@ -41,12 +41,6 @@ def relocation_torch(
     denom = (inner * mask).sum(1)
     new_s = scales * (opacities / denom)[:, None]
     return new_o, new_s
-
-
-def covariance_torch(quats: Tensor, scales: Tensor) -> Tensor:
-    r = quat_to_rotmat(quats / quats.norm(dim=-1, keepdim=True))
-    m = r * scales[:, None, :]
-    return m @ m.transpose(1, 2)
 
 
 class TorchMCMCStrategy(MCMCStrategy):
@@ -117,7 +111,7 @@ class TorchMCMCStrategy(MCMCStrategy):
     @torch.no_grad()
     def _inject_noise(self, params, scaler: float) -> None:
         opacities = torch.sigmoid(params["opacities"].flatten())
-        covars = covariance_torch(params["quats"], torch.exp(params["scales"]))
+        covars = covariances(params["quats"], torch.exp(params["scales"]))
         gate = torch.sigmoid(
             100.0 * ((1.0 - opacities) - 0.995)
         )  # noise only for nearly transparent Gaussians
