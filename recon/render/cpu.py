@@ -93,18 +93,23 @@ class _ShColors(torch.autograd.Function):
 
 
 class _Rasterize(torch.autograd.Function):
-    """Tile compositing; returns (features [C,H,W,F], alpha, median depth, distort_l1, distort_ndc2) maps.
+    """Tile compositing; returns (depth, alpha, median depth, distort_l1, distort_ndc2, *feature groups) maps.
 
-    ``grid`` = (width, height, tile_size); ``flags`` = (median, l1, ndc2); ``bins`` the binning tensors;
-    ``holder`` a dict whose "means2d" tensor receives ``.absgrad`` in the backward when "absgrad" is true.
+    ``payload`` is the kernel's per-primitive data (3: Gaussian conic, 6: surfel axes; the C++ picks the kernel
+    from its size). ``grid`` = (width, height, tile_size); ``flags`` = (depth, median, l1, ndc2); ``groups`` the
+    channel counts the features [C,H,W,F] are split into, each returned contiguous (so a loss on one of them does
+    not pay for slicing the others in its backward); ``bins`` the binning tensors; ``holder`` a dict whose
+    "means2d" tensor receives ``.absgrad`` in the backward when "absgrad" is true.
     """
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, depths, features, backgrounds, bins, grid, flags, holder):
+    def forward(
+        ctx, means2d, payload, opacities, depths, features, backgrounds, bins, grid, flags, groups, holder
+    ):
         tile_offsets, ids, slot_pos, gauss_offsets = bins
-        feat, alpha, T_final, last, med_idx, med, l1, ndc2, sums = load_ext().rasterize_forward(
+        feat, depth, alpha, T_final, last, med_idx, med, l1, ndc2, sums = load_ext().rasterize_forward(
             means2d,
-            conics,
+            payload,
             opacities,
             depths,
             features,
@@ -116,26 +121,26 @@ class _Rasterize(torch.autograd.Function):
             *_CONSTS,
         )
         ctx.save_for_backward(
-            means2d, conics, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
+            means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
             T_final, last, med_idx, sums,
         )  # fmt: skip
         ctx.grid = grid
         ctx.holder = holder
-        return feat, alpha, med, l1, ndc2
+        parts = feat.split(list(groups), dim=-1) if len(groups) > 1 else (feat,)
+        return (depth, alpha, med, l1, ndc2, *(p.contiguous() for p in parts))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_feat, g_alpha, g_med, g_l1, g_ndc2):
-        (means2d, conics, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
+    def backward(ctx, g_depth, g_alpha, g_med, g_l1, g_ndc2, *g_parts):
+        (means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
          T_final, last, med_idx, sums) = ctx.saved_tensors  # fmt: skip
         C, N, F = features.shape
         W, H, _ = ctx.grid
-        if g_feat is None:
-            g_feat = torch.zeros(C, H, W, F, dtype=features.dtype)
-        g_feat = g_feat.contiguous()
+        # Gradients are materialised (zeros for an unused group), so the groups concatenate back to [C,H,W,F].
+        g_feat = (torch.cat(g_parts, dim=-1) if len(g_parts) > 1 else g_parts[0]).contiguous()
         rows = load_ext().rasterize_backward(
             means2d,
-            conics,
+            payload,
             opacities,
             depths,
             features,
@@ -150,13 +155,14 @@ class _Rasterize(torch.autograd.Function):
             med_idx,
             sums,
             g_feat,
+            _grad_or_empty(g_depth, features),
             _grad_or_empty(g_alpha, features),
             _grad_or_empty(g_med, features),
             _grad_or_empty(g_l1, features),
             _grad_or_empty(g_ndc2, features),
             *_CONSTS,
         )
-        P = conics.shape[-1]
+        P = payload.shape[-1]
         d_means2d = rows[..., 0:2]
         d_conics = rows[..., 2 : 2 + P]
         d_opac = rows[..., 2 + P]
@@ -166,7 +172,7 @@ class _Rasterize(torch.autograd.Function):
             ctx.holder["means2d"].absgrad = rows[..., 4 + P + F : 6 + P + F].contiguous()
         # Elementwise, not einsum: einsum lowers to a BLAS bmm whose thread pool is slow to wake on small inputs.
         d_bg = (T_final.unsqueeze(-1) * g_feat).sum((1, 2)) if ctx.needs_input_grad[5] else None
-        return d_means2d, d_conics, d_opac, d_depths, d_feat, d_bg, None, None, None, None
+        return d_means2d, d_conics, d_opac, d_depths, d_feat, d_bg, None, None, None, None, None
 
 
 def _colors_per_camera(colors: Tensor, means: Tensor, viewmats: Tensor, sh_degree: int | None) -> Tensor:
@@ -237,17 +243,18 @@ def rasterize_cpu(
     if means2d.requires_grad:
         means2d.retain_grad()
 
-    # Feature channels composited by the kernel: colours (only when rgb is wanted), then depth, then normal.
-    parts = []
+    # Feature channels composited by the kernel: colours (only when rgb is wanted), then the normal. Depth is
+    # composited on its own (the kernel may vary it over the pixel) for depth_exp and the distortion maps.
+    parts, groups = [], []
     if "rgb" in wanted:
         parts.append(_colors_per_camera(colors.to(dtype), means, viewmats, sh_degree))
-    D = parts[0].shape[-1] if parts else 0
-    if "depth_exp" in wanted:
-        parts.append(depths.unsqueeze(-1))
+        groups.append(parts[-1].shape[-1])
+    D = groups[0] if groups else 0
     if "normal" in wanted:
         parts.append(normals)
+        groups.append(3)
     if not parts:
-        features = means.new_zeros(C, N, 0)
+        features, groups = means.new_zeros(C, N, 0), [0]
     else:
         features = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]).contiguous()
     F = features.shape[-1]
@@ -274,8 +281,13 @@ def rasterize_cpu(
     if opac.shape != (C, N):
         raise ValueError(f"opacities must be [N] or [C,N] (C={C}, N={N}), got {tuple(opacities.shape)}")
     opac = opac.contiguous()
-    flags = ("depth_median" in wanted, "distort_l1" in wanted, "distort_ndc2" in wanted)
-    feat, alpha, med, l1, ndc2 = _Rasterize.apply(
+    flags = (
+        "depth_exp" in wanted,
+        "depth_median" in wanted,
+        "distort_l1" in wanted,
+        "distort_ndc2" in wanted,
+    )
+    depth, alpha, med, l1, ndc2, *feats = _Rasterize.apply(
         means2d,
         conics,
         opac,
@@ -285,18 +297,17 @@ def rasterize_cpu(
         bins,
         (int(width), int(height), int(tile_size)),
         flags,
+        tuple(groups),
         holder,
     )
 
     out = RenderOutputs()
     if "rgb" in wanted:
-        out.rgb = feat[..., :D]
-    col = D
-    if "depth_exp" in wanted:
-        out.depth_exp = feat[..., col : col + 1]
-        col += 1
+        out.rgb = feats[0]
     if "normal" in wanted:
-        out.normal = feat[..., col : col + 3]
+        out.normal = feats[-1]
+    if "depth_exp" in wanted:
+        out.depth_exp = depth.unsqueeze(-1)
     if "alpha" in wanted:
         out.alpha = alpha.unsqueeze(-1)
     if "depth_median" in wanted:

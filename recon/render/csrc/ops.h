@@ -34,8 +34,8 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
                                              const at::Tensor& opacities, const at::Tensor& depths,
                                              const at::Tensor& features, const at::Tensor& backgrounds,
                                              const at::Tensor& tile_offsets, const at::Tensor& ids,
-                                             int64_t width, int64_t height, int64_t tile_size, bool want_median,
-                                             bool want_l1, bool want_ndc2, double alpha_max, double alpha_min,
+                                             int64_t width, int64_t height, int64_t tile_size, bool want_depth,
+                                             bool want_median, bool want_l1, bool want_ndc2, double alpha_max, double alpha_min,
                                              double t_eps, double ndc_near, double ndc_far);
 
 at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& payload,
@@ -46,7 +46,7 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
                                  int64_t height, int64_t tile_size, const at::Tensor& T_final,
                                  const at::Tensor& last, const at::Tensor& median_idx,
                                  const at::Tensor& sums, const at::Tensor& g_feat,
-                                 const at::Tensor& g_alpha, const at::Tensor& g_median,
+                                 const at::Tensor& g_depth, const at::Tensor& g_alpha, const at::Tensor& g_median,
                                  const at::Tensor& g_l1, const at::Tensor& g_ndc2, double alpha_max,
                                  double alpha_min, double t_eps, double ndc_near, double ndc_far);
 

@@ -18,6 +18,7 @@
 #include "kernels.h"
 
 #include <memory>
+#include <type_traits>
 
 namespace recon {
 namespace {
@@ -92,7 +93,7 @@ void pack_records(const Layout& L, int64_t CN, const T* m2d, const T* payload, c
 }
 
 struct Flags {
-  bool median, l1, ndc2;
+  bool depth, median, l1, ndc2;
 };
 
 template <typename T>
@@ -133,6 +134,14 @@ struct TileBuffers {
   std::vector<I> ibuf() const { return std::vector<I>(NP); }
 };
 
+// The feature-channel count as a compile-time constant for the common cases (RGB, RGB + normal, none), so the
+// channel loops unroll and the backward keeps its per-primitive channel sums in registers; -1 = known at run time.
+template <int FC>
+struct Channels {
+  static constexpr int kStatic = FC;
+  static RECON_INLINE int count(int runtime) { return FC >= 0 ? FC : runtime; }
+};
+
 template <typename T>
 struct FwdArgs {
   Layout L;
@@ -143,24 +152,27 @@ struct FwdArgs {
   const int32_t* ids;
   Flags fl;
   Consts<T> k;
-  T *out_feat, *out_alpha, *out_T, *out_med, *out_l1, *out_ndc2, *out_sums;
+  T *out_feat, *out_depth, *out_alpha, *out_T, *out_med, *out_l1, *out_ndc2, *out_sums;
   int32_t *out_last, *out_med_idx;
 };
 
+// Per-pixel forward state. Dz = sum w z (the expected-depth map, and the S sum of the L1 distortion, whose A sum
+// is 1 - T); Zm the median depth where the kernel's depth varies over the pixel (surfels); A2, M1, M2, D2 the
+// NDC-form sums over the entries at or beyond the NDC near plane.
 template <typename T>
 struct FwdWork {
   using I = typename Simd<T>::I;
   TileBuffers<T> tb;
-  std::vector<T> Tr, act, acc, A, Sz, D1, A2, M1, M2, D2;
+  std::vector<T> Tr, act, acc, Dz, D1, Zm, A2, M1, M2, D2;
   std::vector<I> last, med;
   FwdWork(int ts, int F)
       : tb(ts),
         Tr(tb.buf()),
         act(tb.buf()),
         acc(tb.buf(F)),
-        A(tb.buf()),
-        Sz(tb.buf()),
+        Dz(tb.buf()),
         D1(tb.buf()),
+        Zm(tb.buf()),
         A2(tb.buf()),
         M1(tb.buf()),
         M2(tb.buf()),
@@ -169,30 +181,33 @@ struct FwdWork {
         med(tb.ibuf()) {}
 };
 
-template <typename T, typename Kern>
+template <typename T, typename Kern, int FC>
 RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<T>& w) {
   using S = Simd<T>;
   using V = typename S::V;
   using M = typename S::M;
   using I = typename S::I;
   constexpr int LW = S::W;
+  constexpr bool kPixelDepth = Kern::kPixelDepth;
   const Layout& L = a.L;
   const Grid& grid = a.grid;
-  const int S_ = L.stride(), F = L.F, RS = w.tb.RS, NP = w.tb.NP;
+  const int S_ = L.stride(), F = Channels<FC>::count(L.F), RS = w.tb.RS, NP = w.tb.NP;
   const TileGeom tg(grid, tile);
   const Consts<T>& k = a.k;
+  const Flags fl = a.fl;
 
   std::fill(w.Tr.begin(), w.Tr.end(), T(1));
   std::fill(w.acc.begin(), w.acc.end(), T(0));
   std::fill(w.last.begin(), w.last.end(), I(0));
   std::fill(w.med.begin(), w.med.end(), I(-1));
   std::fill(w.act.begin(), w.act.end(), T(0));
-  for (auto* v : {&w.A, &w.Sz, &w.D1, &w.A2, &w.M1, &w.M2, &w.D2}) std::fill(v->begin(), v->end(), T(0));
+  for (auto* v : {&w.Dz, &w.D1, &w.Zm, &w.A2, &w.M1, &w.M2, &w.D2}) std::fill(v->begin(), v->end(), T(0));
   for (int ly = 0; ly < tg.ph; ++ly)
     for (int lx = 0; lx < tg.pw; ++lx) w.act[ly * RS + lx] = T(1);
   int n_active = tg.pw * tg.ph;
 
-  const V iota = S::iota();
+  const V iota = S::iota(), zero = S::splat(T(0));
+  const T ndc_k = k.ndc_scale * k.ndc_near;
   typename Kern::Prim prim;
   const int32_t s0 = a.toff[tile], s1 = a.toff[tile + 1];
   for (int32_t s = s0; s < s1 && n_active > 0; ++s) {
@@ -201,17 +216,18 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
     if (s + kPrefetch < s1) __builtin_prefetch(a.rec + int64_t(a.ids[s + kPrefetch]) * S_);
     const T* r = a.rec + int64_t(a.ids[s]) * S_;
     const T op = r[L.opacity()];
+    const T z = r[L.depth()];
     T ex, ey;
-    if (!Kern::prepare(r[0], r[1], r + 2, k.alpha_min / op, prim, ex, ey)) continue;
+    if (!Kern::prepare(r[0], r[1], z, r + 2, k.alpha_min / op, prim, ex, ey)) continue;
     int x0, x1, y0, y1;
     if (!footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) continue;
-    const T z = r[L.depth()];
     const T* feat = r + L.features();
-    const bool ndc_ok = a.fl.ndc2 && z >= k.ndc_near;
     // NDC depth m = s (1 - n/z) enters the distortion only through differences m_i - m_j, so it is accumulated
     // shifted by its asymptote s: u = m - s = -s n / z. Unshifted, m ~ 1 and the sum u^2 A + U2 - 2 u U1 loses
-    // about three digits to cancellation in float32.
-    const T m_ndc = -k.ndc_scale * k.ndc_near / z;
+    // about three digits to cancellation in float32. With a depth constant over the primitive, the near-plane
+    // test and u are per primitive; with a per-pixel depth (surfels) they are per lane.
+    const bool ndc_on = fl.ndc2 && (kPixelDepth || z >= k.ndc_near);
+    const V m_ndc_prim = S::splat(-ndc_k / z);
     const M kk1 = S::splati(kk + 1), kkv = S::splati(kk);
     const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
     for (int y = y0; y <= y1; ++y) {
@@ -221,7 +237,8 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
         const int p = row + ci * LW;
         const V pxv = S::splat(T(tg.px0 + ci * LW) + T(0.5)) + iota;
         M m;
-        const V kv = Kern::eval(prim, pxv, pyv, m);
+        V zv;
+        const V kv = Kern::eval(prim, pxv, pyv, m, zv);
         V actv = S::load(&w.act[p]);
         m &= actv > T(0);
         if (!S::any(m)) continue;
@@ -233,27 +250,36 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
         const M stop = m & (nT <= k.t_eps);
         if (S::any(stop)) {
           n_active -= S::count(stop);
-          S::store(&w.act[p], S::select(stop, S::splat(T(0)), actv));
+          S::store(&w.act[p], S::select(stop, zero, actv));
           m &= ~stop;
         }
-        const V wv = S::select(m, alpha * Tp, S::splat(T(0)));
+        const V wv = S::select(m, alpha * Tp, zero);
         for (int f = 0; f < F; ++f) {
           T* ap = &w.acc[size_t(f) * NP + p];
           S::store(ap, S::load(ap) + wv * feat[f]);
         }
-        if (a.fl.median) S::storei(&w.med[p], S::selecti(m & (Tp > T(0.5)), kkv, S::loadi(&w.med[p])));
-        if (a.fl.l1) {
-          const V Av = S::load(&w.A[p]), Sv = S::load(&w.Sz[p]);
-          S::store(&w.D1[p], S::load(&w.D1[p]) + T(2) * wv * (z * Av - Sv));
-          S::store(&w.A[p], Av + wv);
-          S::store(&w.Sz[p], Sv + wv * z);
+        if (fl.depth || fl.l1) {
+          const V Dv = S::load(&w.Dz[p]);
+          if (fl.l1) S::store(&w.D1[p], S::load(&w.D1[p]) + T(2) * wv * (zv * (T(1) - Tp) - Dv));
+          S::store(&w.Dz[p], Dv + wv * zv);
         }
-        if (ndc_ok) {
+        if (fl.median) {
+          const M mm = m & (Tp > T(0.5));
+          S::storei(&w.med[p], S::selecti(mm, kkv, S::loadi(&w.med[p])));
+          if constexpr (kPixelDepth) S::store(&w.Zm[p], S::select(mm, zv, S::load(&w.Zm[p])));
+        }
+        if (ndc_on) {
+          V un = m_ndc_prim, wn = wv;
+          if constexpr (kPixelDepth) {
+            const M mk = m & (zv >= k.ndc_near);
+            un = S::select(mk, -ndc_k / S::select(mk, zv, S::splat(T(1))), zero);
+            wn = S::select(mk, wv, zero);
+          }
           const V Av = S::load(&w.A2[p]), M1v = S::load(&w.M1[p]), M2v = S::load(&w.M2[p]);
-          S::store(&w.D2[p], S::load(&w.D2[p]) + wv * (m_ndc * m_ndc * Av + M2v - T(2) * m_ndc * M1v));
-          S::store(&w.A2[p], Av + wv);
-          S::store(&w.M1[p], M1v + wv * m_ndc);
-          S::store(&w.M2[p], M2v + wv * m_ndc * m_ndc);
+          S::store(&w.D2[p], S::load(&w.D2[p]) + wn * (un * un * Av + M2v - T(2) * un * M1v));
+          S::store(&w.A2[p], Av + wn);
+          S::store(&w.M1[p], M1v + wn * un);
+          S::store(&w.M2[p], M2v + wn * un * un);
         }
         S::store(&w.Tr[p], S::select(m, nT, Tp));
         S::storei(&w.last[p], S::selecti(m, kk1, S::loadi(&w.last[p])));
@@ -267,20 +293,24 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
       const int64_t pix = tg.pixel(grid, ly, lx);
       const T Tf = w.Tr[p];
       for (int f = 0; f < F; ++f) a.out_feat[pix * F + f] = w.acc[size_t(f) * NP + p] + Tf * a.bg[tg.c * F + f];
+      if (fl.depth) a.out_depth[pix] = w.Dz[p];
       a.out_alpha[pix] = T(1) - Tf;
       a.out_T[pix] = Tf;
       a.out_last[pix] = int32_t(w.last[p]);
-      if (a.fl.median) {
+      if (fl.median) {
         const I mi = w.med[p];
         a.out_med_idx[pix] = int32_t(mi);
-        a.out_med[pix] = mi >= 0 ? a.rec[int64_t(a.ids[s0 + mi]) * S_ + L.depth()] : T(0);
+        if constexpr (kPixelDepth)
+          a.out_med[pix] = w.Zm[p];
+        else
+          a.out_med[pix] = mi >= 0 ? a.rec[int64_t(a.ids[s0 + mi]) * S_ + L.depth()] : T(0);
       }
-      if (a.fl.l1) {
+      if (fl.l1) {
         a.out_l1[pix] = w.D1[p];
-        a.out_sums[pix * 5] = w.A[p];
-        a.out_sums[pix * 5 + 1] = w.Sz[p];
+        a.out_sums[pix * 5] = T(1) - Tf;
+        a.out_sums[pix * 5 + 1] = w.Dz[p];
       }
-      if (a.fl.ndc2) {
+      if (fl.ndc2) {
         a.out_ndc2[pix] = w.D2[p];
         a.out_sums[pix * 5 + 2] = w.A2[p];
         a.out_sums[pix * 5 + 3] = w.M1[p];
@@ -289,7 +319,7 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
     }
 }
 
-template <typename T, typename Kern>
+template <typename T, typename Kern, int FC>
 void forward_impl(const FwdArgs<T>& a, int64_t C) {
   const int64_t n_tiles = C * a.grid.tiles_per_cam();
   const std::vector<int64_t> order = tile_order(a.toff, n_tiles);
@@ -297,10 +327,9 @@ void forward_impl(const FwdArgs<T>& a, int64_t C) {
   {
     FwdWork<T> work(a.grid.ts, a.L.F);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t oi = 0; oi < n_tiles; ++oi) forward_tile<T, Kern>(a, order[oi], work);
+    for (int64_t oi = 0; oi < n_tiles; ++oi) forward_tile<T, Kern, FC>(a, order[oi], work);
   }
 }
-
 
 template <typename T>
 struct BwdArgs {
@@ -309,7 +338,7 @@ struct BwdArgs {
   const T* rec;
   const T* bg;
   const int32_t *toff, *ids, *slot_pos, *last_in, *med_idx;
-  const T *Tfin, *sums, *g_feat, *g_alpha, *g_med, *g_l1, *g_ndc2;
+  const T *Tfin, *sums, *g_feat, *g_depth, *g_alpha, *g_med, *g_l1, *g_ndc2;
   Consts<T> k;
   T* slot_grad;
 };
@@ -322,14 +351,15 @@ struct BwdWork {
   // Tr: T after the current entry; Q: dL/dT folded over the entries behind it (see backward_tile). The
   // distortion gradients only need per-pixel combinations of dL/dmap and the forward's final sums: R1, R2 (L1
   // form, updated as the walk passes each entry) and N0..N2 (NDC form, constant).
-  std::vector<T> Tr, Q, gF, gMd, gL, R1, R2, N0, N1, N2;
+  std::vector<T> Tr, Q, gF, gD, gMd, gL, R1, R2, N0, N1, N2;
   std::vector<I> last, med;
-  std::vector<T> g_ft;  // per-channel vector accumulators, W lanes each (plain storage: no alignment needed)
+  std::vector<T> g_ft;  // per-channel vector accumulators when F is only known at run time (W lanes each)
   BwdWork(int ts, int F)
       : tb(ts),
         Tr(tb.buf()),
         Q(tb.buf()),
         gF(tb.buf(F)),
+        gD(tb.buf()),
         gMd(tb.buf()),
         gL(tb.buf()),
         R1(tb.buf()),
@@ -342,17 +372,19 @@ struct BwdWork {
         g_ft(size_t(F) * Simd<T>::W) {}
 };
 
-template <typename T, typename Kern>
+template <typename T, typename Kern, int FC>
 RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork<T>& w) {
   using S = Simd<T>;
   using V = typename S::V;
   using M = typename S::M;
   using I = typename S::I;
   constexpr int LW = S::W;
+  constexpr bool kPixelDepth = Kern::kPixelDepth;
   const Layout& L = a.L;
   const Grid& grid = a.grid;
   const GradLayout GL{L.P, L.F};
-  const int S_ = L.stride(), F = L.F, P = L.P, SG = GL.stride(), RS = w.tb.RS, NP = w.tb.NP;
+  const int S_ = L.stride(), F = Channels<FC>::count(L.F), P = L.P, SG = GL.stride(), RS = w.tb.RS,
+            NP = w.tb.NP;
   const TileGeom tg(grid, tile);
   const Consts<T>& k = a.k;
 
@@ -360,7 +392,7 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
   std::fill(w.Tr.begin(), w.Tr.end(), T(1));
   std::fill(w.last.begin(), w.last.end(), I(0));
   std::fill(w.med.begin(), w.med.end(), I(-1));
-  for (auto* v : {&w.Q, &w.gF, &w.gMd, &w.gL, &w.R1, &w.R2, &w.N0, &w.N1, &w.N2})
+  for (auto* v : {&w.Q, &w.gF, &w.gD, &w.gMd, &w.gL, &w.R1, &w.R2, &w.N0, &w.N1, &w.N2})
     std::fill(v->begin(), v->end(), T(0));
   I max_last = 0;
   for (int ly = 0; ly < tg.ph; ++ly)
@@ -378,6 +410,7 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
         q += a.bg[tg.c * F + f] * gf;
       }
       w.Q[p] = q;
+      if (a.g_depth) w.gD[p] = a.g_depth[pix];
       if (a.g_med) {
         w.gMd[p] = a.g_med[pix];
         w.med[p] = a.med_idx[pix];
@@ -408,7 +441,10 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
   }
 
   const V iota = S::iota(), zero = S::splat(T(0));
+  const T ndc_k = k.ndc_scale * k.ndc_near;
   typename Kern::Prim prim;
+  constexpr int kRegs = FC > 0 ? FC : 1;
+  V g_ft_reg[kRegs];
   for (I kk = max_last - 1; kk >= 0; --kk) {
     const int32_t s = s0 + int32_t(kk);
     if (kk >= kPrefetch) {
@@ -418,23 +454,26 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
     T* gr = a.slot_grad + size_t(a.slot_pos[s]) * SG;
     const T* r = a.rec + int64_t(a.ids[s]) * S_;
     const T op = r[L.opacity()];
+    const T z = r[L.depth()];
     T ex, ey;
     int x0, x1, y0, y1;
-    if (!Kern::prepare(r[0], r[1], r + 2, k.alpha_min / op, prim, ex, ey) ||
+    if (!Kern::prepare(r[0], r[1], z, r + 2, k.alpha_min / op, prim, ex, ey) ||
         !footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) {
       for (int i = 0; i < SG; ++i) gr[i] = T(0);
       continue;
     }
-    const T z = r[L.depth()];
     const T* feat = r + L.features();
-    const bool ndc_ok = a.g_ndc2 && z >= k.ndc_near;
-    const T m_ndc = -k.ndc_scale * k.ndc_near / z;  // shifted NDC depth, as in the forward
-    const T dm_dz = k.ndc_scale * k.ndc_near / (z * z);
+    const bool ndc_on = a.g_ndc2 && (kPixelDepth || z >= k.ndc_near);
+    const V m_ndc_prim = S::splat(-ndc_k / z), dm_dz_prim = S::splat(ndc_k / (z * z));
     const M kkv = S::splati(kk);
     V g_op = zero, g_z = zero, g_mx = zero, g_my = zero, g_ax = zero, g_ay = zero;
     V g_pay[Kern::kPayload];
     for (int i = 0; i < P; ++i) g_pay[i] = zero;
-    std::fill(w.g_ft.begin(), w.g_ft.end(), T(0));
+    if constexpr (FC >= 0) {
+      for (int f = 0; f < kRegs; ++f) g_ft_reg[f] = zero;
+    } else {
+      std::fill(w.g_ft.begin(), w.g_ft.end(), T(0));
+    }
     const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
     for (int y = y0; y <= y1; ++y) {
       const V pyv = S::splat(T(y) + T(0.5));
@@ -443,7 +482,8 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
         const int p = row + ci * LW;
         const V pxv = S::splat(T(tg.px0 + ci * LW) + T(0.5)) + iota;
         M m;
-        const V kv = Kern::eval(prim, pxv, pyv, m);
+        V zv;
+        const V kv = Kern::eval(prim, pxv, pyv, m, zv);
         m &= kkv < S::loadi(&w.last[p]);
         if (!S::any(m)) continue;
         const V raw = op * kv;
@@ -453,25 +493,43 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
         const V Tp = S::load(&w.Tr[p]);
         const V Ti = Tp / (T(1) - alpha);  // T before this primitive
         const V wv = S::select(m, alpha * Ti, zero);
-        V G = zero;  // dL/dw of this pair
+        V G = zero;   // dL/dw of this pair
+        V gz = zero;  // dL/dz of this pair (z: the kernel's depth at the pixel)
         for (int f = 0; f < F; ++f) {
           const V gf = S::load(&w.gF[size_t(f) * NP + p]);
           G += gf * feat[f];
-          T* gp = &w.g_ft[size_t(f) * LW];
-          S::store(gp, S::load(gp) + wv * gf);
+          if constexpr (FC >= 0) {
+            g_ft_reg[f] += wv * gf;
+          } else {
+            T* gp = &w.g_ft[size_t(f) * LW];
+            S::store(gp, S::load(gp) + wv * gf);
+          }
         }
-        if (a.g_med) g_z += S::select(m & (S::loadi(&w.med[p]) == kkv), S::load(&w.gMd[p]), zero);
+        if (a.g_depth) {
+          const V gDv = S::load(&w.gD[p]);
+          G += gDv * zv;
+          gz += wv * gDv;
+        }
+        if (a.g_med) gz += S::select(m & (S::loadi(&w.med[p]) == kkv), S::load(&w.gMd[p]), zero);
         if (a.g_l1) {
           const V gLv = S::load(&w.gL[p]), R1v = S::load(&w.R1[p]), R2v = S::load(&w.R2[p]);
-          G += z * R1v - R2v;
-          g_z += wv * R1v - T(2) * gLv * wv * wv;  // wv = 0 on masked lanes
+          G += zv * R1v - R2v;
+          gz += wv * R1v - T(2) * gLv * wv * wv;  // wv = 0 on masked lanes
           S::store(&w.R1[p], R1v - T(4) * gLv * wv);
-          S::store(&w.R2[p], R2v - T(4) * gLv * wv * z);
+          S::store(&w.R2[p], R2v - T(4) * gLv * wv * zv);
         }
-        if (ndc_ok) {
+        if (ndc_on) {
           const V N1v = S::load(&w.N1[p]), N2v = S::load(&w.N2[p]);
-          G += S::load(&w.N0[p]) + m_ndc * (m_ndc * N1v - T(2) * N2v);
-          g_z += T(2) * dm_dz * wv * (m_ndc * N1v - N2v);
+          if constexpr (kPixelDepth) {
+            const M mk = m & (zv >= k.ndc_near);
+            const V zs = S::select(mk, zv, S::splat(T(1)));
+            const V un = -ndc_k / zs, dm = ndc_k / (zs * zs);
+            G += S::select(mk, S::load(&w.N0[p]) + un * (un * N1v - T(2) * N2v), zero);
+            gz += S::select(mk, T(2) * dm * wv * (un * N1v - N2v), zero);
+          } else {
+            G += S::load(&w.N0[p]) + m_ndc_prim * (m_ndc_prim * N1v - T(2) * N2v);
+            gz += T(2) * dm_dz_prim * wv * (m_ndc_prim * N1v - N2v);
+          }
         }
         // With G_i = dL/dw_i and Q_i = (sum_{j>i} G_j w_j + T_final dL/dT_final) / T_{i+1}, the derivative of
         // every map w.r.t. alpha_i is T_i (G_i - Q_i), and Q_{i-1} = alpha_i G_i + (1 - alpha_i) Q_i. No gradient
@@ -482,7 +540,7 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
         S::store(&w.Tr[p], S::select(m, Ti, Tp));
         g_op += d_alpha * kv;
         V d_mx, d_my;
-        Kern::backward(prim, pxv, pyv, kv, d_alpha * op, d_mx, d_my, g_pay);
+        Kern::backward(prim, pxv, pyv, m, kv, d_alpha * op, gz, d_mx, d_my, g_pay, g_z);
         g_mx += d_mx;
         g_my += d_my;
         g_ax += S::vabs(d_mx);
@@ -494,13 +552,18 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
     for (int i = 0; i < P; ++i) gr[GL.payload() + i] = S::hsum(g_pay[i]);
     gr[GL.opacity()] = S::hsum(g_op);
     gr[GL.depth()] = S::hsum(g_z);
-    for (int f = 0; f < F; ++f) gr[GL.features() + f] = S::hsum(S::load(&w.g_ft[size_t(f) * LW]));
+    for (int f = 0; f < F; ++f) {
+      if constexpr (FC >= 0)
+        gr[GL.features() + f] = S::hsum(g_ft_reg[f]);
+      else
+        gr[GL.features() + f] = S::hsum(S::load(&w.g_ft[size_t(f) * LW]));
+    }
     gr[GL.absgrad()] = S::hsum(g_ax);
     gr[GL.absgrad() + 1] = S::hsum(g_ay);
   }
 }
 
-template <typename T, typename Kern>
+template <typename T, typename Kern, int FC>
 void backward_impl(const BwdArgs<T>& a, int64_t C, int64_t N, const int64_t* goff, T* out_grad) {
   const int64_t n_tiles = C * a.grid.tiles_per_cam(), CN = C * N;
   const int SG = GradLayout{a.L.P, a.L.F}.stride();
@@ -509,7 +572,7 @@ void backward_impl(const BwdArgs<T>& a, int64_t C, int64_t N, const int64_t* gof
   {
     BwdWork<T> work(a.grid.ts, a.L.F);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t oi = 0; oi < n_tiles; ++oi) backward_tile<T, Kern>(a, order[oi], work);
+    for (int64_t oi = 0; oi < n_tiles; ++oi) backward_tile<T, Kern, FC>(a, order[oi], work);
 
     // Sum each primitive's slot rows (contiguous thanks to the primitive-major positions).
 #pragma omp for schedule(dynamic, 4096)
@@ -524,6 +587,27 @@ void backward_impl(const BwdArgs<T>& a, int64_t C, int64_t N, const int64_t* gof
   }
 }
 
+// Calls f.template operator()<Kern, FC>() with the kernel policy of the payload size (3: 3D Gaussian conic, 6:
+// surfel axes) and the channel count as a constant where it is a common one.
+template <typename T, typename Fn>
+void dispatch_kernel(int P, int F, Fn&& fn) {
+  auto with_kernel = [&](auto kern_tag) {
+    using Kern = typename decltype(kern_tag)::type;
+    switch (F) {
+      case 0: fn.template operator()<Kern, 0>(); break;
+      case 3: fn.template operator()<Kern, 3>(); break;
+      case 6: fn.template operator()<Kern, 6>(); break;
+      default: fn.template operator()<Kern, -1>(); break;
+    }
+  };
+  if (P == GaussianKernel<T>::kPayload) {
+    with_kernel(std::type_identity<GaussianKernel<T>>{});
+  } else if (P == SurfelKernel<T>::kPayload) {
+    with_kernel(std::type_identity<SurfelKernel<T>>{});
+  } else {
+    TORCH_CHECK(false, "rasterize: payload of ", P, " numbers matches no primitive kernel (3: Gaussian, 6: surfel)");
+  }
+}
 struct Common {
   Layout L;
   Grid grid;
@@ -599,7 +683,7 @@ RECON_MULTIVERSION void contributors_tile(const Layout& L, const Grid& grid, con
     const T* r = rec + int64_t(ids[s]) * S_;
     const T op = r[L.opacity()];
     T ex, ey;
-    if (!Kern::prepare(r[0], r[1], r + 2, k.alpha_min / op, prim, ex, ey)) continue;
+    if (!Kern::prepare(r[0], r[1], r[L.depth()], r + 2, k.alpha_min / op, prim, ex, ey)) continue;
     int x0, x1, y0, y1;
     if (!footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) continue;
     const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
@@ -610,7 +694,8 @@ RECON_MULTIVERSION void contributors_tile(const Layout& L, const Grid& grid, con
         const int p = row + ci * LW;
         const V pxv = S::splat(T(tg.px0 + ci * LW) + T(0.5)) + iota;
         M m;
-        const V kv = Kern::eval(prim, pxv, pyv, m);
+        V zv;
+        const V kv = Kern::eval(prim, pxv, pyv, m, zv);
         const V actv = S::load(&w.act[p]);
         m &= actv > T(0);
         if (!S::any(m)) continue;
@@ -664,24 +749,24 @@ void contributors_impl(const Layout& L, const Grid& grid, const T* rec, const in
 
 }  // namespace
 
-// Returns {features [C,H,W,F], alpha [C,H,W], T_final [C,H,W], last [C,H,W], median index [C,H,W],
-// median depth [C,H,W], distort_l1 [C,H,W], distort_ndc2 [C,H,W], sums [C,H,W,5]}; the median and distortion
-// tensors are empty unless asked for.
+// Returns {features [C,H,W,F], depth [C,H,W] (sum w z), alpha [C,H,W], T_final [C,H,W], last [C,H,W],
+// median index [C,H,W], median depth [C,H,W], distort_l1 [C,H,W], distort_ndc2 [C,H,W], sums [C,H,W,5]}; the
+// depth, median and distortion tensors are empty unless asked for. The kernel follows the payload size.
 std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::Tensor& payload,
                                              const at::Tensor& opacities, const at::Tensor& depths,
                                              const at::Tensor& features, const at::Tensor& backgrounds,
                                              const at::Tensor& tile_offsets, const at::Tensor& ids,
-                                             int64_t width, int64_t height, int64_t tile_size, bool want_median,
-                                             bool want_l1, bool want_ndc2, double alpha_max, double alpha_min,
-                                             double t_eps, double ndc_near, double ndc_far) {
+                                             int64_t width, int64_t height, int64_t tile_size, bool want_depth,
+                                             bool want_median, bool want_l1, bool want_ndc2, double alpha_max,
+                                             double alpha_min, double t_eps, double ndc_near, double ndc_far) {
   const Common cm = check_common(means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids,
                                  width, height, tile_size);
-  TORCH_CHECK(cm.L.P == GaussianKernel<float>::kPayload, "Gaussian payload must be the 3 conic entries");
   const int64_t C = cm.C, H = height, W = width, F = cm.L.F;
   auto opts = means2d.options();
   auto i32 = opts.dtype(at::kInt);
   auto empty = at::empty({0}, opts);
   auto out_feat = at::empty({C, H, W, F}, opts);
+  auto out_depth = want_depth ? at::empty({C, H, W}, opts) : empty;
   auto out_alpha = at::empty({C, H, W}, opts);
   auto out_T = at::empty({C, H, W}, opts);
   auto out_last = at::empty({C, H, W}, i32);
@@ -691,7 +776,7 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
   auto out_ndc2 = want_ndc2 ? at::empty({C, H, W}, opts) : empty;
   auto out_sums = (want_l1 || want_ndc2) ? at::zeros({C, H, W, 5}, opts) : empty;
   const RasterConsts k{alpha_max, alpha_min, t_eps, ndc_near, ndc_far};
-  const Flags fl{want_median, want_l1, want_ndc2};
+  const Flags fl{want_depth, want_median, want_l1, want_ndc2};
   AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_forward", [&] {
     using T = scalar_t;
     std::vector<T> rec;
@@ -706,6 +791,7 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
                  fl,
                  Consts<T>(k),
                  out_feat.data_ptr<T>(),
+                 want_depth ? out_depth.data_ptr<T>() : nullptr,
                  out_alpha.data_ptr<T>(),
                  out_T.data_ptr<T>(),
                  want_median ? out_med.data_ptr<T>() : nullptr,
@@ -714,9 +800,9 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
                  (want_l1 || want_ndc2) ? out_sums.data_ptr<T>() : nullptr,
                  out_last.data_ptr<int32_t>(),
                  want_median ? out_med_idx.data_ptr<int32_t>() : nullptr};
-    forward_impl<T, GaussianKernel<T>>(a, C);
+    dispatch_kernel<T>(cm.L.P, cm.L.F, [&]<typename Kern, int FC>() { forward_impl<T, Kern, FC>(a, C); });
   });
-  return {out_feat, out_alpha, out_T, out_last, out_med_idx, out_med, out_l1, out_ndc2, out_sums};
+  return {out_feat, out_depth, out_alpha, out_T, out_last, out_med_idx, out_med, out_l1, out_ndc2, out_sums};
 }
 
 // Returns the per-primitive gradient rows [C,N,8+P+F]: d means2d (2), d payload (P), d opacity, d depth,
@@ -729,13 +815,12 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
                                  int64_t height, int64_t tile_size, const at::Tensor& T_final,
                                  const at::Tensor& last, const at::Tensor& median_idx,
                                  const at::Tensor& sums, const at::Tensor& g_feat,
-                                 const at::Tensor& g_alpha, const at::Tensor& g_median,
+                                 const at::Tensor& g_depth, const at::Tensor& g_alpha, const at::Tensor& g_median,
                                  const at::Tensor& g_l1, const at::Tensor& g_ndc2, double alpha_max,
                                  double alpha_min, double t_eps, double ndc_near, double ndc_far) {
   const Common cm = check_common(means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids,
                                  width, height, tile_size);
-  TORCH_CHECK(cm.L.P == GaussianKernel<float>::kPayload, "Gaussian payload must be the 3 conic entries");
-  for (const auto* t : {&slot_pos, &gauss_offsets, &T_final, &last, &median_idx, &sums, &g_feat, &g_alpha,
+  for (const auto* t : {&slot_pos, &gauss_offsets, &T_final, &last, &median_idx, &sums, &g_feat, &g_depth, &g_alpha,
                         &g_median, &g_l1, &g_ndc2})
     RECON_CHECK_INPUT(*t);
   TORCH_CHECK(g_feat.sizes() == at::IntArrayRef({cm.C, height, width, cm.L.F}), "feature gradient shape");
@@ -765,13 +850,16 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
                  T_final.data_ptr<T>(),
                  opt_ptr<T>(sums),
                  g_feat.data_ptr<T>(),
+                 opt_ptr<T>(g_depth),
                  opt_ptr<T>(g_alpha),
                  opt_ptr<T>(g_median),
                  opt_ptr<T>(g_l1),
                  opt_ptr<T>(g_ndc2),
                  Consts<T>(k),
                  slot_grad.get()};
-    backward_impl<T, GaussianKernel<T>>(a, cm.C, cm.N, gauss_offsets.data_ptr<int64_t>(), out.data_ptr<T>());
+    dispatch_kernel<T>(cm.L.P, cm.L.F, [&]<typename Kern, int FC>() {
+      backward_impl<T, Kern, FC>(a, cm.C, cm.N, gauss_offsets.data_ptr<int64_t>(), out.data_ptr<T>());
+    });
   });
   return out;
 }
@@ -786,7 +874,6 @@ std::vector<at::Tensor> rasterize_contributors(const at::Tensor& means2d, const 
                                                   double alpha_max, double alpha_min, double t_eps) {
   const Common cm = check_common(means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids,
                                  width, height, tile_size);
-  TORCH_CHECK(cm.L.P == GaussianKernel<float>::kPayload, "Gaussian payload must be the 3 conic entries");
   TORCH_CHECK(k >= 1, "contributors: k must be at least 1");
   const int64_t C = cm.C, H = height, W = width;
   auto i32 = means2d.options().dtype(at::kInt);
@@ -798,9 +885,11 @@ std::vector<at::Tensor> rasterize_contributors(const at::Tensor& means2d, const 
     std::vector<T> rec;
     pack_records<T>(cm.L, C * cm.N, means2d.data_ptr<T>(), payload.data_ptr<T>(), opacities.data_ptr<T>(),
                     depths.data_ptr<T>(), features.data_ptr<T>(), rec);
-    contributors_impl<T, GaussianKernel<T>>(cm.L, cm.grid, rec.data(), tile_offsets.data_ptr<int32_t>(),
-                                            ids.data_ptr<int32_t>(), Consts<T>(rk), int(k), C,
-                                            out_first.data_ptr<int32_t>(), out_last.data_ptr<int32_t>());
+    dispatch_kernel<T>(cm.L.P, 0, [&]<typename Kern, int FC>() {
+      contributors_impl<T, Kern>(cm.L, cm.grid, rec.data(), tile_offsets.data_ptr<int32_t>(),
+                                 ids.data_ptr<int32_t>(), Consts<T>(rk), int(k), C, out_first.data_ptr<int32_t>(),
+                                 out_last.data_ptr<int32_t>());
+    });
   });
   return {out_first, out_last};
 }
