@@ -64,7 +64,7 @@ def scaled_reg(reg: dict, factor: float) -> dict:
     out = {}
     for name, sub in reg.items():
         sub = dict(sub)
-        for key in ("start_step", "end_step"):
+        for key in ("start_step", "end_step", "prune_step"):
             if key in sub:
                 sub[key] = scale(int(sub[key]))
         if "entropy_window" in sub:

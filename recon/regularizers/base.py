@@ -68,6 +68,12 @@ class Regularizer:
         """Already-weighted named terms, e.g. {"dist": λ·mean(D)}."""
         raise NotImplementedError
 
+    def prune_mask(self, params: Any, step: int) -> Tensor | None:
+        """Gaussians to remove after the optimizer step of ``step`` (a bool mask [N]), or None. A method whose
+        schedule removes primitives (SuGaR's opacity prune) says so here; the trainer removes them together with
+        their optimizer and densification state."""
+        return None
+
 
 def needed_outputs(regs: list[Regularizer], step: int) -> tuple[str, ...]:
     """The RenderOutputs maps the regularizers active at ``step`` read, in OUTPUT_NAMES order."""

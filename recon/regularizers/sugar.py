@@ -47,6 +47,8 @@ class SugarConfig(RegularizerConfig):
     knn_every: int = 500  # rebuild the neighbour graph every this many steps
     samples: int = 4096  # points sampled per step (SuGaR's GPU code: 1,000,000)
     sample_scale: float = 1.5  # samples are μ + R(scale_factor · s ⊙ ε), ε ~ N(0, I)
+    prune_opacity: float = 0.0  # SuGaR: 0.5 — remove the Gaussians less opaque than this, once, at prune_step
+    prune_step: int = -1  # SuGaR: the end of the entropy window (9000 of 30k); -1 = never
 
 
 def gaussian_frames(params) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -137,6 +139,9 @@ class Sugar(Regularizer):
         self.graph: Tensor | None = None
         self._graph_means: Tensor | None = None  # the parameter tensor the graph was built from
         self._graph_step = 0
+        self._last_step: int | None = (
+            None  # the step prune_mask last saw, to fire once when prune_step is crossed
+        )
 
     def enabled(self) -> bool:
         c = self.cfg
@@ -152,6 +157,19 @@ class Sugar(Regularizer):
 
     def active(self, step: int) -> bool:
         return self.enabled() and (self._surface_active(step) or self._entropy_active(step))
+
+    def prune_mask(self, params, step: int) -> Tensor | None:
+        """SuGaR's one-off prune of the Gaussians with opacity below ``prune_opacity`` (after the entropy term has
+        pushed opacities to 0 or 1), when the run first reaches ``prune_step``. Under a time budget steps are
+        nominal and may jump, so it fires on the crossing rather than on equality; a resumed run that starts past
+        the step does not prune again."""
+        c = self.cfg
+        last, self._last_step = self._last_step, step
+        if not self.enabled() or c.prune_opacity <= 0 or c.prune_step < 0 or last is None:
+            return None
+        if not (last < c.prune_step <= step):
+            return None
+        return torch.sigmoid(params["opacities"].detach()).flatten() < c.prune_opacity
 
     def neighbours(self, means: Tensor, step: int) -> Tensor:
         """The kNN graph, rebuilt on schedule or when the Gaussians were replaced (densification, pruning)."""

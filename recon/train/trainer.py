@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import remove
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -303,6 +304,7 @@ class Trainer:
             self.strategy.step_post_backward(
                 self.model.params, self.optimizers, self.strategy_state, step_arg, info, lr=means_lr
             )
+        self._prune_for_regularizers(nominal)
         self.step += 1
         stats = {k: float(v.detach()) for k, v in terms.items()}
         stats.update(
@@ -313,6 +315,16 @@ class Trainer:
             progress=progress,
         )
         return stats
+
+    @torch.no_grad()
+    def _prune_for_regularizers(self, nominal: int) -> None:
+        """Removals a regularizer's schedule asks for (SuGaR's opacity prune), never below one Gaussian."""
+        for reg in self.regularizers:
+            mask = reg.prune_mask(self.model.params, nominal)
+            if mask is None or not bool(mask.any()) or bool(mask.all()):
+                continue
+            remove(params=self.model.params, optimizers=self.optimizers, state=self.strategy_state, mask=mask)
+            self.console.log(f"{reg.name}: pruned {int(mask.sum())} Gaussians at step {nominal}")
 
     # ----- the loop -----
     def _on_sigint(self, signum, frame) -> None:

@@ -157,3 +157,18 @@ def test_only_visible_gaussians_are_sampled_and_entropy_uses_them():
     params.zero_grad()
     reg.loss(_ctx(params, 0, visible))["sugar_entropy"].backward()
     assert torch.nonzero(params["opacities"].grad).flatten().tolist() == list(range(7))
+
+
+def test_opacity_prune_fires_once_when_its_step_is_crossed():
+    logits = torch.logit(torch.tensor([0.2, 0.6, 0.45, 0.9]))
+    params = {"opacities": logits.clone()}
+    reg = Sugar(SugarConfig(entropy_weight=0.1, prune_opacity=0.5, prune_step=10))
+    assert reg.prune_mask(params, 8) is None  # first call only records the step
+    assert reg.prune_mask(params, 9) is None
+    mask = reg.prune_mask(params, 12)  # a time budget may jump over the exact step
+    assert mask.tolist() == [True, False, True, False]
+    assert reg.prune_mask(params, 13) is None  # once only
+    resumed = Sugar(SugarConfig(entropy_weight=0.1, prune_opacity=0.5, prune_step=10))
+    assert resumed.prune_mask(params, 11) is None and resumed.prune_mask(params, 12) is None
+    off = Sugar(SugarConfig(entropy_weight=0.1, prune_step=10))  # prune_opacity 0: never
+    assert off.prune_mask(params, 9) is None and off.prune_mask(params, 10) is None

@@ -191,3 +191,34 @@ def test_progressive_factor_schedule():
     schedule = [(0.0, 4.0), (0.25, 2.0), (0.6, 1.0)]
     assert [_progressive_factor(p, schedule) for p in (0.0, 0.2, 0.3, 0.7)] == [4.0, 4.0, 2.0, 1.0]
     assert _progressive_factor(0.5, []) == 1.0
+
+
+def test_sugar_prune_removes_low_opacity_gaussians_with_their_optimizer_state(tiny_scene, tmp_path):
+    from recon.train.trainer import Trainer, load_training_scene
+
+    cfg = _cfg(
+        "train.steps=12",
+        "strategy.default.refine_start=0.9",  # no densification in this short run
+        "reg.sugar.entropy_weight=0.1",
+        "reg.sugar.prune_opacity=0.5",
+        "reg.sugar.prune_step=6",
+    )
+    trainer = Trainer(load_training_scene(tiny_scene, cfg), cfg, tmp_path / "run")
+    with torch.no_grad():  # half the Gaussians clearly transparent, half clearly opaque
+        op = trainer.model.params["opacities"]
+        op[::2] = -4.0
+        op[1::2] = 4.0
+    n0 = len(trainer.model.params["means"])
+    for _ in range(6):
+        trainer.train_step()
+    assert len(trainer.model.params["means"]) == n0
+    trainer.train_step()  # step 6 crosses prune_step
+    kept = trainer.model.params
+    assert len(kept["means"]) == n0 - (n0 + 1) // 2
+    assert torch.sigmoid(kept["opacities"]).min() > 0.5
+    for name, opt in trainer.optimizers.items():
+        state = opt.state[opt.param_groups[0]["params"][0]]
+        assert state["exp_avg"].shape[0] == len(kept["means"]), name
+    for _ in range(5):
+        trainer.train_step()
+    assert len(trainer.model.params["means"]) == n0 - (n0 + 1) // 2
