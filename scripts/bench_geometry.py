@@ -1,7 +1,9 @@
-"""Benchmark geometry: train plain 3DGS, the geometry preset and the SuGaR preset on the sample scene with the same
-time budget, mesh each run, score the meshes against the known ground truth, and time a 300k-Gaussian export.
+"""Benchmark geometry: train plain 3DGS, the geometry preset, the SuGaR preset and 2D surfels (the surfel preset) on
+the sample scene with the same time budget, mesh each run, score the meshes against the known ground truth, and
+time a 300k-Gaussian export.
 
-    python scripts/bench_geometry.py [--time-budget 600 | --steps 3000] [--presets plain geometry sugar] [--out DIR]
+    python scripts/bench_geometry.py [--time-budget 600 | --steps 3000] [--presets plain geometry sugar surfel]
+                                     [--out DIR]
 
 The sample scene (``data/sample``, generated on first use) goes through `recon process` (structure from motion);
 its sparse points are moved into the ground-truth frame by the similarity that best maps the solved camera
@@ -51,8 +53,9 @@ PRESETS = {
     "plain": None,
     "geometry": REPO / "configs" / "geometry.yaml",
     "sugar": REPO / "configs" / "sugar.yaml",
+    "surfel": REPO / "configs" / "surfel.yaml",
 }
-MESH_METHODS = {"plain": ["tsdf"], "geometry": ["tsdf"], "sugar": ["tsdf", "sugar"]}
+MESH_METHODS = {"plain": ["tsdf"], "geometry": ["tsdf"], "sugar": ["tsdf", "sugar"], "surfel": ["tsdf"]}
 
 
 def scaled_reg(reg: dict, factor: float) -> dict:

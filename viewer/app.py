@@ -129,7 +129,8 @@ class Viewer:
 def stats_markdown(target: ViewTarget, frame: nodes.Frame | None) -> str:
     rows = [f"**{target.kind}** `{target.path.name or target.path}`"]
     if target.model is not None:
-        rows.append(f"Gaussians: {len(target.model):,} (SH degree {target.model.sh_degree})")
+        kind = "Surfels" if target.model.primitive == "surfel2d" else "Gaussians"
+        rows.append(f"{kind}: {len(target.model):,} (SH degree {target.model.sh_degree})")
     if target.step is not None:
         rows.append(f"Step: {target.step:,}")
     if target.scene is not None:

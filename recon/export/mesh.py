@@ -309,7 +309,7 @@ class GaussianField:
         p = model.params
         means = p["means"].detach().float()
         rot = quat_to_rotmat(p["quats"].detach().float())
-        scales = torch.exp(p["scales"].detach().float()).clamp_min(1e-9)
+        scales = torch.exp(model.file_log_scales()).clamp_min(1e-9)  # surfels: flat Gaussians
         whiten = rot.transpose(1, 2) / scales[:, :, None]
         tree = cKDTree(means.numpy())
         k = min(k, len(means))
@@ -562,21 +562,26 @@ def extract_mesh(
 # Run folders
 
 
-def run_cameras(run: Path) -> Cameras:
-    """The cameras a run was trained with (its scene, at the run's image downscale)."""
+def _run_setting(run: Path, section: str, key: str, default):
+    """One value of a run's saved config.yaml (``default`` when the file or the key is absent)."""
     import yaml
 
+    cfg_path = run / "config.yaml"
+    if not cfg_path.exists():
+        return default
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    return (cfg.get(section) or {}).get(key, default)
+
+
+def run_cameras(run: Path) -> Cameras:
+    """The cameras a run was trained with (its scene, at the run's image downscale)."""
     from recon.data.scene import load_scene
 
     meta = run / RUN_FILE
     if not meta.exists():
         raise ReconError(f"{run} has no {RUN_FILE} naming its scene; it was not written by `recon train`")
     scene_dir = Path(json.loads(meta.read_text())["scene"])
-    downscale = 1.0
-    cfg_path = run / "config.yaml"
-    if cfg_path.exists():
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        downscale = float((cfg.get("data") or {}).get("downscale", 1.0))
+    downscale = float(_run_setting(run, "data", "downscale", 1.0))
     return load_scene(scene_dir, downscale=downscale).cameras
 
 
@@ -593,7 +598,8 @@ def export_run_mesh(
     if not splats.exists():
         raise ReconError(f"{run} has no splats.ply; finish training it with `recon train SCENE --out {run}`")
     t0 = time.perf_counter()
-    model = GaussianModel.load_ply(splats)
+    # the run's primitive type (surfels render as surfels); without a config, the PLY's own header says
+    model = GaussianModel.load_ply(splats, _run_setting(run, "model", "primitive", None))
     cameras = run_cameras(run)
     mesh, info = extract_mesh(model, cameras, opts, console)
     if len(mesh.faces) == 0:

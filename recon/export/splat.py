@@ -20,9 +20,10 @@ SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u
 
 def splat_records(model: GaussianModel) -> np.ndarray:
     p = {k: v.detach().cpu().float() for k, v in model.params.items()}
-    scales = torch.exp(p["scales"])
+    log_s = model.file_log_scales()  # surfels: flat 3D Gaussians
+    scales = torch.exp(log_s)
     opacity = torch.sigmoid(p["opacities"])
-    order = torch.argsort(-(torch.exp(p["scales"].sum(1)) * opacity), stable=True)
+    order = torch.argsort(-(torch.exp(log_s.sum(1)) * opacity), stable=True)
     rgb = sh0_to_rgb(p["sh0"][:, 0, :])
     rgba = torch.cat([rgb, opacity[:, None]], dim=1).clamp(0, 1) * 255
     q = p["quats"] / p["quats"].norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -1,7 +1,14 @@
-"""3D Gaussians: parameters, 3DGS-style initialisation, render inputs, and the standard 3DGS PLY layout.
+"""3D Gaussians or 2D Gaussian surfels: parameters, 3DGS-style initialisation, render inputs, and the standard 3DGS
+PLY layout.
 
 Parameters are stored unconstrained (log scales, logit opacities, raw quaternions) in one dict, one tensor per
 name, so gsplat's strategies (which add, split and remove rows of every tensor in the dict) work unchanged.
+
+Surfels (``primitive="surfel2d"``, 2DGS) keep the same dict: scales stay [N,3] because the strategies sample 3-D
+offsets from them; the kernel reads only the two in-plane scales, and the third is kept tiny (1e-3 × the first at
+initialisation, 1e-3 × the smaller in-plane scale in the PLY), so the splats.ply of a surfel run is a valid, flat
+3D-Gaussian file other tools open. The PLY carries a ``recon primitive surfel2d`` comment so recon reads it back
+as surfels.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ from scipy.spatial import cKDTree
 
 from recon.data.atomic import atomic_path
 from recon.data.errors import ReconError
+from recon.render.outputs import PRIMITIVES
 from recon.render.projection import quat_to_rotmat
 
 SH_C0 = 0.28209479177387814
+SURFEL_THICKNESS = 1e-3  # a surfel's third scale relative to its in-plane one (ignored by the surfel kernel)
+_PLY_COMMENT = "recon primitive "  # + the primitive name, in the PLY header of every model recon writes
 
 
 def num_sh_bases(degree: int) -> int:
@@ -44,16 +54,33 @@ def knn_mean_distance(xyz: np.ndarray, k: int = 3) -> np.ndarray:
     return np.maximum(d, 1e-7).astype(np.float32)
 
 
-def render_inputs_of(params) -> dict[str, torch.Tensor]:
-    """Activated tensors in `recon.render.rasterize`'s argument names from raw parameters (log scales, logit
-    opacities); colors are the SH coefficients [N,K,3]."""
+def check_primitive(primitive: str) -> str:
+    if primitive not in PRIMITIVES:
+        raise ReconError(f"unknown primitive {primitive!r}; choose from {', '.join(PRIMITIVES)}")
+    return primitive
+
+
+def render_inputs_of(params, primitive: str = "gaussian3d") -> dict:
+    """`recon.render.rasterize` keyword arguments from raw parameters (log scales, logit opacities): activated
+    tensors, colors as the SH coefficients [N,K,3], and the primitive type."""
     return {
         "means": params["means"],
         "quats": params["quats"],
         "scales": torch.exp(params["scales"]),
         "opacities": torch.sigmoid(params["opacities"]),
         "colors": torch.cat([params["sh0"], params["shN"]], dim=1),
+        "primitive": primitive,
     }
+
+
+def file_log_scales_of(log_scales: torch.Tensor, primitive: str) -> torch.Tensor:
+    """[N,3] float32 CPU log scales as a 3D-Gaussian file or viewer shows them: the parameters, except that a
+    surfel's third scale is SURFEL_THICKNESS × its smaller in-plane one (the stored one is ignored by the surfel
+    kernel), so every surfel is a flat 3D Gaussian whatever training did to its in-plane scales."""
+    log_s = log_scales.detach().cpu().float().clone()
+    if primitive == "surfel2d":
+        log_s[:, 2] = log_s[:, :2].min(dim=1).values + math.log(SURFEL_THICKNESS)
+    return log_s
 
 
 def covariances(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -64,15 +91,17 @@ def covariances(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 
 class GaussianModel:
-    """A set of N 3D Gaussians with SH colour of degree up to ``sh_degree``."""
+    """A set of N 3D Gaussians (or 2D surfels, ``primitive="surfel2d"``) with SH colour of degree up to
+    ``sh_degree``."""
 
     PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
-    def __init__(self, params: dict[str, torch.Tensor], sh_degree: int):
+    def __init__(self, params: dict[str, torch.Tensor], sh_degree: int, primitive: str = "gaussian3d"):
         self.params = torch.nn.ParameterDict(
             {k: v if isinstance(v, torch.nn.Parameter) else torch.nn.Parameter(v) for k, v in params.items()}
         )
         self.sh_degree = sh_degree
+        self.primitive = check_primitive(primitive)
 
     # ----- construction -----
     @classmethod
@@ -83,25 +112,38 @@ class GaussianModel:
         sh_degree: int = 3,
         init_opacity: float = 0.1,
         init_scale: float = 1.0,
+        primitive: str = "gaussian3d",
+        seed: int = 0,
     ) -> GaussianModel:
-        """3DGS initialisation: isotropic scale from the 3 nearest neighbours, identity rotation, SH DC from colour."""
+        """3DGS initialisation: isotropic scale from the 3 nearest neighbours, identity rotation, SH DC from colour.
+
+        Surfels (2DGS): the same in-plane scale, the third scale SURFEL_THICKNESS times it, and a uniformly random
+        orientation (seeded): a disc's normal is a real choice, and identity would start every surfel facing +z.
+        """
+        check_primitive(primitive)
         xyz = np.asarray(xyz, dtype=np.float32)
         rgb = np.asarray(rgb)
         rgb = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
         n = len(xyz)
         scale = knn_mean_distance(xyz) * init_scale
-        quats = torch.zeros(n, 4)
-        quats[:, 0] = 1.0
+        log_scales = torch.from_numpy(np.log(scale))[:, None].repeat(1, 3)
+        if primitive == "surfel2d":
+            log_scales[:, 2] += math.log(SURFEL_THICKNESS)
+            quats = torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+            quats = quats / quats.norm(dim=-1, keepdim=True)
+        else:
+            quats = torch.zeros(n, 4)
+            quats[:, 0] = 1.0
         k = num_sh_bases(sh_degree)
         params = {
             "means": torch.from_numpy(xyz).clone(),
-            "scales": torch.from_numpy(np.log(scale))[:, None].repeat(1, 3),
+            "scales": log_scales,
             "quats": quats,
             "opacities": torch.full((n,), math.log(init_opacity / (1 - init_opacity))),
             "sh0": rgb_to_sh0(torch.from_numpy(rgb))[:, None, :].clone(),
             "shN": torch.zeros(n, k - 1, 3),
         }
-        return cls(params, sh_degree)
+        return cls(params, sh_degree, primitive)
 
     @classmethod
     def random_in_box(cls, lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0, **kwargs) -> GaussianModel:
@@ -109,7 +151,7 @@ class GaussianModel:
         rng = np.random.default_rng(seed)
         xyz = rng.uniform(lo, hi, size=(n, 3)).astype(np.float32)
         rgb = rng.uniform(0, 1, size=(n, 3)).astype(np.float32)
-        return cls.from_points(xyz, rgb, **kwargs)
+        return cls.from_points(xyz, rgb, seed=seed, **kwargs)
 
     # ----- access -----
     def __len__(self) -> int:
@@ -119,9 +161,14 @@ class GaussianModel:
     def device(self) -> torch.device:
         return self.params["means"].device
 
-    def render_inputs(self) -> dict[str, torch.Tensor]:
-        """Activated tensors in `recon.render.rasterize`'s argument names (colors are SH coefficients [N,K,3])."""
-        return render_inputs_of(self.params)
+    def render_inputs(self) -> dict:
+        """`recon.render.rasterize` keyword arguments: activated tensors (colors are SH coefficients [N,K,3]) and
+        the primitive type."""
+        return render_inputs_of(self.params, self.primitive)
+
+    def file_log_scales(self) -> torch.Tensor:
+        """[N,3] float32 log scales as splat files store them (``file_log_scales_of``)."""
+        return file_log_scales_of(self.params["scales"], self.primitive)
 
     # ----- PLY in the standard 3DGS layout -----
     def ply_attributes(self) -> list[str]:
@@ -132,8 +179,10 @@ class GaussianModel:
         return names
 
     def save_ply(self, path: str | Path) -> None:
-        """Write the 3DGS PLY (binary): f_rest is channel-major (all R coefficients, then G, then B) as 3DGS does."""
+        """Write the 3DGS PLY (binary): f_rest is channel-major (all R coefficients, then G, then B) as 3DGS does;
+        scales from ``file_log_scales``; the header names the primitive type in a comment."""
         p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
+        p["scales"] = self.file_log_scales().numpy()
         n = len(self)
         f_rest = p["shN"].transpose(0, 2, 1).reshape(n, -1)  # [N,K-1,3] -> [N,3,K-1] -> channel-major
         cols = [
@@ -150,14 +199,18 @@ class GaussianModel:
         rec = np.empty(n, dtype=dtype)
         for i, (name, _) in enumerate(dtype):
             rec[name] = data[:, i]
+        header = [_PLY_COMMENT + self.primitive]
         with atomic_path(path) as tmp:
-            PlyData([PlyElement.describe(rec, "vertex")]).write(str(tmp))
+            PlyData([PlyElement.describe(rec, "vertex")], comments=header).write(str(tmp))
 
     @classmethod
-    def load_ply(cls, path: str | Path) -> GaussianModel:
+    def load_ply(cls, path: str | Path, primitive: str | None = None) -> GaussianModel:
+        """Read a 3DGS-layout PLY; ``primitive`` None takes it from recon's header comment (3D Gaussians when the
+        file has none, as in files from other tools)."""
         path = Path(path)
         try:
-            v = PlyData.read(str(path))["vertex"]
+            ply = PlyData.read(str(path))
+            v = ply["vertex"]
         except Exception as e:
             raise ReconError(
                 f"{path} is not a readable PLY file ({e}); pass a splat PLY written by 3DGS or recon"
@@ -187,4 +240,7 @@ class GaussianModel:
             "sh0": col("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :],
             "shN": rest.reshape(n, 3, k_rest).transpose(1, 2).contiguous(),
         }
-        return cls(params, degree)
+        if primitive is None:
+            tagged = [c[len(_PLY_COMMENT) :].strip() for c in ply.comments if c.startswith(_PLY_COMMENT)]
+            primitive = tagged[0] if tagged else "gaussian3d"
+        return cls(params, degree, primitive)

@@ -37,9 +37,16 @@ class NearFarConfig(RegularizerConfig):
 
 
 def subset_depth_alpha(
-    params, ids: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int, backend: str
+    params,
+    ids: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    backend: str,
+    primitive: str = "gaussian3d",
 ) -> tuple[Tensor, Tensor]:
-    """(depth_exp, alpha) [C,H,W,1] of the Gaussians ``ids`` rendered alone (no colour, no background)."""
+    """(depth_exp, alpha) [C,H,W,1] of the primitives ``ids`` rendered alone (no colour, no background)."""
     out, _ = rasterize(
         means=params["means"][ids],
         quats=params["quats"][ids],
@@ -52,6 +59,7 @@ def subset_depth_alpha(
         height=height,
         outputs=("alpha", "depth_exp"),
         backend=backend,
+        primitive=primitive,
     )
     return out.depth_exp, out.alpha
 
@@ -90,12 +98,12 @@ class NearFar(Regularizer):
         p = ctx.params
         first, last = contributors(
             p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), ctx.viewmats, ctx.Ks,
-            ctx.width, ctx.height, k=self.cfg.topk, backend=ctx.backend,
+            ctx.width, ctx.height, k=self.cfg.topk, backend=ctx.backend, primitive=ctx.primitive,
         )  # fmt: skip
         near, far = contributor_sets(first, last)
         if len(near) == 0 or len(far) == 0:
             return {self.name: ctx.params["means"].sum() * 0.0}
-        args = (ctx.viewmats, ctx.Ks, ctx.width, ctx.height, ctx.backend)
+        args = (ctx.viewmats, ctx.Ks, ctx.width, ctx.height, ctx.backend, ctx.primitive)
         dn, an = subset_depth_alpha(ctx.params, near, *args)
         df, af = subset_depth_alpha(ctx.params, far, *args)
         return {self.name: self.cfg.weight * nearfar_value(dn, an, df, af)}

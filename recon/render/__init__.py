@@ -6,7 +6,11 @@ see ``outputs.OUTPUT_NAMES``) and ``backend=``:
 - ``"cpu"``: our C++/OpenMP kernels with hand-written backward (``cpu.py``, ``csrc/``);
 - ``"reference"``: pure PyTorch with autograd, the test oracle (small scenes only);
 - ``"gsplat"``: gsplat's CUDA kernels (NVIDIA GPU only);
-- ``"auto"``: gsplat when CUDA is available and its kernels load, otherwise cpu.
+- ``"auto"``: gsplat when CUDA is available and its kernels load, otherwise cpu (always cpu for surfels).
+
+``primitive=`` picks what the parameters describe: ``"gaussian3d"`` (3D Gaussians, semantics in ``reference.py``)
+or ``"surfel2d"`` (2D Gaussian surfels, 2DGS, semantics in ``surfels.py``: scales[:, 2] is ignored, depth maps
+use each pixel's ray-splat intersection depth). Surfels render on the cpu and reference backends only.
 
 Returns ``(RenderOutputs, info)``; ``info`` carries the keys gsplat's strategies read (``means2d`` [C,N,2] with its
 gradient retained, plus ``means2d.absgrad`` after backward when ``absgrad=True``; ``radii`` [C,N,2] int32;
@@ -20,17 +24,26 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .outputs import OUTPUT_NAMES, RenderOutputs, normalize_outputs
+from .outputs import OUTPUT_NAMES, PRIMITIVES, RenderOutputs, normalize_outputs
 
-__all__ = ["rasterize", "contributors", "RenderOutputs", "OUTPUT_NAMES", "resolve_backend"]
+__all__ = ["rasterize", "contributors", "RenderOutputs", "OUTPUT_NAMES", "PRIMITIVES", "resolve_backend"]
 
 BACKENDS = ("auto", "cpu", "reference", "gsplat")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn ``auto`` into a concrete backend for tensors on ``device``."""
+def resolve_backend(backend: str, device: torch.device, primitive: str = "gaussian3d") -> str:
+    """Turn ``auto`` into a concrete backend for tensors on ``device`` and the given primitive type."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    if primitive not in PRIMITIVES:
+        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
+    if primitive == "surfel2d":
+        if backend == "gsplat":
+            raise ValueError(
+                "primitive 'surfel2d' runs on backend 'cpu' or 'reference' (gsplat's 2DGS kernels follow other "
+                "conventions); choose one of those, or 'auto'"
+            )
+        return "cpu" if backend == "auto" else backend
     if backend != "auto":
         return backend
     if device.type == "cuda":
@@ -61,10 +74,11 @@ def rasterize(
     absgrad: bool = False,
     outputs: Sequence[str] | str = ("rgb",),
     backend: str = "auto",
+    primitive: str = "gaussian3d",  # "gaussian3d" | "surfel2d" (then eps2d is unused)
 ) -> tuple[RenderOutputs, dict]:
-    """Render C views of N 3D Gaussians; see the module docstring for backends and the returned values."""
+    """Render C views of N primitives; see the module docstring for backends, primitives and the returned values."""
     wanted = normalize_outputs(outputs)
-    chosen = resolve_backend(backend, means.device)
+    chosen = resolve_backend(backend, means.device, primitive)
     if means.dim() != 2 or means.shape[-1] != 3:
         raise ValueError(f"means must be [N,3], got {tuple(means.shape)}")
     if viewmats.dim() != 3 or Ks.dim() != 3:
@@ -91,8 +105,12 @@ def rasterize(
     )
     if chosen == "cpu":
         from .cpu import rasterize_cpu as backend_fn
+
+        kwargs["primitive"] = primitive
     elif chosen == "reference":
         from .reference import rasterize_reference as backend_fn
+
+        kwargs["primitive"] = primitive
     else:
         from .gsplat_backend import rasterize_gsplat as backend_fn
     out, info = backend_fn(**kwargs)
@@ -111,16 +129,17 @@ def contributors(
     height: int,
     k: int = 5,
     backend: str = "auto",
+    primitive: str = "gaussian3d",
     **settings,  # near_plane, far_plane, radius_clip, eps2d, tile_size as in rasterize
 ) -> tuple[Tensor, Tensor]:
-    """Per pixel, the ids of the first ``k`` and the last ``k`` Gaussians it composites (α ≥ 1/255, before the
+    """Per pixel, the ids of the first ``k`` and the last ``k`` primitives it composites (α ≥ 1/255, before the
     transmittance stop), each in compositing order, −1 where a pixel composites fewer: (first, last), both
     [C,H,W,k] int64, no gradient. LE3D's near–far regularizer reads them (METHODS.md §3.3a).
 
     A query of its own rather than a RenderOutputs map: ids are integers without gradient, and only the
     ``cpu`` and ``reference`` backends provide them.
     """
-    chosen = resolve_backend(backend, means.device)
+    chosen = resolve_backend(backend, means.device, primitive)
     if k < 1:
         raise ValueError(f"contributors: k must be at least 1, got {k}")
     args = (
@@ -137,11 +156,11 @@ def contributors(
     if chosen == "cpu":
         from .cpu import contributors_cpu
 
-        return contributors_cpu(*args, **settings)
+        return contributors_cpu(*args, primitive=primitive, **settings)
     if chosen == "reference":
         from .reference import contributors_reference
 
-        return contributors_reference(*args, **settings)
+        return contributors_reference(*args, primitive=primitive, **settings)
     raise ValueError(
         "per-pixel contributor ids need backend='cpu' or 'reference' (gsplat has no such kernel)"
     )

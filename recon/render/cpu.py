@@ -8,6 +8,10 @@ Three Functions make the graph, so each kernel's backward stays small and testab
 - ``_Rasterize``: tile compositing of the features (colour, plus depth / normal channels when asked) with the
   3DGS thresholds, and the median-depth and distortion maps accumulated in the same per-pixel loop.
 
+With ``primitive="surfel2d"`` (2D Gaussian surfels, ``surfels.py``) the projection is ``project_surfels`` in plain
+torch autograd, and ``_Rasterize`` gets the surfel payload [C,N,6] where Gaussians pass their conics [C,N,3]: the
+C++ compositor picks its kernel policy from the payload size.
+
 Gradients reach means, quats, scales, opacities, colours / SH coefficients and backgrounds. Camera-pose gradients
 are not supported: ``viewmats`` and ``Ks`` are constants (detached). ``info["means2d"]`` is the autograd
 intermediate between projection and compositing with ``retain_grad()`` called, so after backward ``.grad`` holds
@@ -25,7 +29,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._ext import load_ext
-from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
+from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, PRIMITIVES, T_EPS, RenderOutputs
+from .surfels import project_surfels
 
 __all__ = ["rasterize_cpu", "contributors_cpu"]
 
@@ -192,6 +197,26 @@ def _colors_per_camera(colors: Tensor, means: Tensor, viewmats: Tensor, sh_degre
     raise ValueError(f"colors must be [N,D] or [C,N,D] when sh_degree is None, got {tuple(colors.shape)}")
 
 
+def _surfel_footprint(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    settings: tuple,
+    want_normals: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+    """``_Project``'s outputs for surfels from the torch projection: (means2d, payload [C,N,6], depths, normals,
+    radii), contiguous as the kernels need them; autograd differentiates it, no C++ backward is involved."""
+    width, height, _eps2d, near, far, radius_clip = settings
+    proj = project_surfels(
+        means, quats, scales, viewmats, Ks, width, height,
+        near_plane=near, far_plane=far, radius_clip=radius_clip, with_normals=want_normals,
+    )  # fmt: skip
+    normals = None if proj.normals is None else proj.normals.contiguous()
+    return proj.means2d, proj.payload.contiguous(), proj.depths.contiguous(), normals, proj.radii
+
+
 def rasterize_cpu(
     means: Tensor,
     quats: Tensor,
@@ -211,8 +236,9 @@ def rasterize_cpu(
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
     outputs: Sequence[str] = ("rgb",),
+    primitive: str = "gaussian3d",
 ) -> tuple[RenderOutputs, dict]:
-    """Render C views of N 3D Gaussians on the CPU; same arguments and results as ``recon.render.rasterize``.
+    """Render C views of N primitives on the CPU; same arguments and results as ``recon.render.rasterize``.
 
     Gradients flow to means, quats, scales, opacities, colors (or SH coefficients) and backgrounds; camera-pose
     gradients are not supported (viewmats and Ks are treated as constants). float32 and float64 both work (float64
@@ -231,7 +257,11 @@ def rasterize_cpu(
         float(far_plane),
         float(radius_clip),
     )
-    means2d, conics, depths, normals, radii = _Project.apply(
+    if primitive not in PRIMITIVES:
+        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
+    # conics: the kernel payload (a Gaussian's conic [C,N,3], a surfel's (K a_u, K a_v) [C,N,6]).
+    project = _surfel_footprint if primitive == "surfel2d" else _Project.apply
+    means2d, conics, depths, normals, radii = project(
         means.contiguous(),
         quats.contiguous(),
         scales.contiguous(),
@@ -349,8 +379,9 @@ def contributors_cpu(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     tile_size: int = 16,
+    primitive: str = "gaussian3d",
 ) -> tuple[Tensor, Tensor]:
-    """(first, last) [C,H,W,k] int64: ids of the first and the last k Gaussians each pixel composites, in
+    """(first, last) [C,H,W,k] int64: ids of the first and the last k primitives each pixel composites, in
     compositing order, −1 where fewer; the forward's exact rules, in one extra pass without features or gradient."""
     dtype = means.dtype
     C, N = viewmats.shape[0], means.shape[0]
@@ -365,9 +396,14 @@ def contributors_cpu(
         float(radius_clip),
     )
     ext = load_ext()
-    means2d, conics, depths, radii, _ = ext.project_forward(
-        means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, *settings, False
-    )
+    if primitive == "surfel2d":
+        means2d, conics, depths, _, radii = _surfel_footprint(
+            means, quats, scales, viewmats, Ks, settings, False
+        )
+    else:
+        means2d, conics, depths, radii, _ = ext.project_forward(
+            means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, *settings, False
+        )
     tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
     tile_offsets, ids, _, _ = ext.bin_primitives(means2d, radii, depths, tile_size, tile_width, tile_height)
     opac = opacities.to(dtype).reshape(1, N).expand(C, N).contiguous()

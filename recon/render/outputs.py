@@ -11,11 +11,17 @@ from torch import Tensor
 #   rgb           [C,H,W,D]  sum_i w_i c_i + T_final * background
 #   alpha         [C,H,W,1]  1 - T_final
 #   depth_exp     [C,H,W,1]  sum_i w_i z_i   (un-normalised: divide by alpha where a metric depth is needed)
+#                            (z_i: a Gaussian's centre depth; a surfel's per-pixel ray-splat depth, in every map)
 #   depth_median  [C,H,W,1]  z_i of the last primitive composited while T_i > 0.5 (0 where none)
-#   normal        [C,H,W,3]  sum_i w_i n_i, n_i the shortest Gaussian axis in camera space flipped to face the camera
+#   normal        [C,H,W,3]  sum_i w_i n_i, n_i the shortest Gaussian axis (a surfel's normal) in camera space
+#                            flipped to face the camera
 #   distort_l1    [C,H,W,1]  sum_{i!=j} w_i w_j |z_i - z_j|
 #   distort_ndc2  [C,H,W,1]  sum_{j<i} w_i w_j (m_i - m_j)^2, m = f/(f-n) (1 - n/z), n=0.2, f=100, skip z < n
 OUTPUT_NAMES = ("rgb", "alpha", "depth_exp", "depth_median", "normal", "distort_l1", "distort_ndc2")
+
+# Primitive types (``rasterize(..., primitive=...)``): 3D Gaussians (``reference.py``), 2D Gaussian surfels
+# (``surfels.py``).
+PRIMITIVES = ("gaussian3d", "surfel2d")
 
 # Constants shared by every backend (3DGS / gsplat values).
 ALPHA_MAX = 0.99

@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-__all__ = ["Projection", "TileBins", "quat_to_rotmat", "project_gaussians", "bin_tiles"]
+__all__ = ["Footprint", "Projection", "TileBins", "quat_to_rotmat", "project_gaussians", "bin_tiles"]
+
+
+class Footprint(Protocol):
+    """What tile binning reads from any primitive's projection (3D Gaussians here, surfels in ``surfels.py``)."""
+
+    depths: Tensor  # [C,N] sort key within a tile
+    tile_min: Tensor  # [C,N,2] int64, inclusive
+    tile_max: Tensor  # [C,N,2] int64, exclusive
+    tile_width: int
+    tile_height: int
 
 
 @dataclass
@@ -182,8 +193,8 @@ def _camera_normals(Rq: Tensor, scales: Tensor, R: Tensor, p: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def bin_tiles(proj: Projection) -> TileBins:
-    """Expand every visible Gaussian to the tiles of its box and sort by (tile, depth, index)."""
+def bin_tiles(proj: Footprint) -> TileBins:
+    """Expand every visible primitive to the tiles of its box and sort by (tile, depth, index)."""
     C, N = proj.depths.shape
     tw, th = proj.tile_width, proj.tile_height
     device = proj.depths.device

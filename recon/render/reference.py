@@ -37,6 +37,10 @@ Gaussian n:
 Gradients flow to means, quats, scales, opacities, colors (or SH coefficients) and backgrounds. viewmats and Ks are
 constants: camera-pose and intrinsics gradients are not supported.
 
+With ``primitive="surfel2d"`` the primitives are 2D Gaussian surfels: steps 1-6 and 8's kernel are replaced by
+``surfels.py`` (projection, radius, ray-splat kernel with the low-pass, per-pixel depth z_p in every depth map);
+tiles, sorting, thresholds, compositing and every other map are the steps above, unchanged.
+
 How: per tile, gather the depth-sorted intersecting Gaussians, pad to the chunk's largest list, evaluate all tile
 pixels × K entries at once, and take the exclusive cumulative product of (1 − α) with the thresholds applied as
 masks, so autograd differentiates exactly the thresholded function. A no-grad pre-pass finds, per chunk of tiles,
@@ -52,9 +56,10 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
-from .projection import Projection, TileBins, bin_tiles, project_gaussians
+from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, PRIMITIVES, T_EPS, RenderOutputs
+from .projection import Footprint, TileBins, bin_tiles, project_gaussians
 from .sh import colors_from_sh
+from .surfels import project_surfels, surfel_kernel
 
 __all__ = ["rasterize_reference", "pixel_contributions", "contributors_reference"]
 
@@ -66,10 +71,11 @@ _CHUNK_PAIRS = 1 << 22
 class _Scene:
     """Everything the compositor needs, flattened over cameras (index c*N + n)."""
 
-    proj: Projection
+    proj: Footprint  # projection.Projection or surfels.SurfelProjection
     bins: TileBins
+    primitive: str  # one of PRIMITIVES
     means2d: Tensor  # [C*N,2]
-    conics: Tensor  # [C*N,3]
+    payload: Tensor  # [C*N,P]: the conic (P = 3) or the surfel's (K a_u, K a_v) (P = 6)
     opacities: Tensor  # [C*N]
     depths: Tensor  # [C*N]
     colors: Tensor | None  # [C*N,D]
@@ -94,26 +100,27 @@ def _prepare(
     sh_degree: int | None,
     tile_size: int,
     want_normals: bool,
+    primitive: str = "gaussian3d",
 ) -> _Scene:
     """Project, bin and flatten; ``colors`` None means no colour map is wanted."""
     C, N = viewmats.shape[0], means.shape[0]
     if opacities.shape != (N,):
         raise ValueError(f"opacities must be [N] (N={N}), got {tuple(opacities.shape)}")
-    proj = project_gaussians(
-        means,
-        quats,
-        scales,
-        viewmats,
-        Ks,
-        width,
-        height,
+    if primitive not in PRIMITIVES:
+        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
+    settings = dict(
         near_plane=near_plane,
         far_plane=far_plane,
         radius_clip=radius_clip,
-        eps2d=eps2d,
         tile_size=tile_size,
         with_normals=want_normals,
     )
+    if primitive == "surfel2d":
+        proj = project_surfels(means, quats, scales, viewmats, Ks, width, height, **settings)
+        payload = proj.payload
+    else:
+        proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, **settings)
+        payload = proj.conics
     bins = bin_tiles(proj)
     cols = None
     if colors is not None:
@@ -128,8 +135,9 @@ def _prepare(
     return _Scene(
         proj=proj,
         bins=bins,
+        primitive=primitive,
         means2d=proj.means2d.reshape(C * N, 2),
-        conics=proj.conics.reshape(C * N, 3),
+        payload=payload.reshape(C * N, payload.shape[-1]),
         opacities=opacities.unsqueeze(0).expand(C, N).reshape(C * N),
         depths=proj.depths.reshape(C * N),
         colors=cols,
@@ -173,6 +181,25 @@ def _gaussian_alpha(
     return torch.where(ok, alpha, torch.zeros_like(alpha))
 
 
+def _surfel_alpha(
+    m2d: Tensor, payload: Tensor, depths: Tensor, opac: Tensor, entry_ok: Tensor, px: Tensor, py: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(α, z_p) [t,P,K] of K surfels at P pixel centres (``surfels.py`` steps 5-6); α is 0 where skipped
+    (α < ALPHA_MIN, padding, undefined kernel) and z_p is 0 there too, so zero weights never meet a NaN.
+
+    ``m2d`` is [t,K,2], or [t,P,K,2] when the caller needs per-pixel gradients of the centres.
+    """
+    if m2d.dim() == 3:
+        m2d = m2d.unsqueeze(1)
+    g, zp, valid = surfel_kernel(
+        m2d, payload.unsqueeze(1), depths.unsqueeze(1), px.unsqueeze(-1), py.unsqueeze(-1)
+    )
+    alpha = torch.clamp(opac.unsqueeze(1) * g, max=ALPHA_MAX)
+    ok = valid & (alpha >= ALPHA_MIN) & entry_ok.unsqueeze(1)
+    zero = torch.zeros_like(alpha)
+    return torch.where(ok, alpha, zero), torch.where(ok, zp, zero)
+
+
 def _composited(alpha: Tensor) -> Tensor:
     """Which entries a pixel composites: non-skipped ones before the first whose next T would reach T_EPS."""
     t_incl = torch.cumprod(1.0 - alpha, dim=-1)
@@ -203,17 +230,21 @@ class _Chunk:
     def truncate(self, scene: _Scene) -> None:
         """Drop list entries past the point where every pixel of the chunk has stopped (no-grad pre-pass)."""
         with torch.no_grad():
-            alpha = self.alpha(scene)
+            alpha, _ = self.alpha(scene)
             keep = _composited(alpha)
             pos = torch.arange(1, keep.shape[-1] + 1, device=keep.device)
             k = int((keep * pos).amax()) if keep.numel() else 0
         self.ids, self.entry_ok = self.ids[:, :k], self.entry_ok[:, :k]
 
-    def alpha(self, scene: _Scene, means2d: Tensor | None = None) -> Tensor:
+    def alpha(self, scene: _Scene, means2d: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(α [t,P,K], per-pixel depth z_p [t,P,K] for surfels or None: Gaussians composite their centre z)."""
         m2d = scene.means2d[self.ids] if means2d is None else means2d
-        return _gaussian_alpha(
-            m2d, scene.conics[self.ids], scene.opacities[self.ids], self.entry_ok, self.px, self.py
-        )
+        opac = scene.opacities[self.ids]
+        if scene.primitive == "surfel2d":
+            return _surfel_alpha(
+                m2d, scene.payload[self.ids], scene.depths[self.ids], opac, self.entry_ok, self.px, self.py
+            )
+        return _gaussian_alpha(m2d, scene.payload[self.ids], opac, self.entry_ok, self.px, self.py), None
 
 
 def _composite_chunk(scene: _Scene, chunk: _Chunk, wanted: Sequence[str], absgrad_buf: Tensor | None) -> dict:
@@ -228,7 +259,7 @@ def _composite_chunk(scene: _Scene, chunk: _Chunk, wanted: Sequence[str], absgra
             absgrad_buf.index_add_(0, ids, grad.abs().sum(1).reshape(-1, 2).to(absgrad_buf.dtype))
 
         m2d.register_hook(_accumulate_abs)
-    alpha = chunk.alpha(scene, m2d)
+    alpha, zp = chunk.alpha(scene, m2d)
 
     keep = _composited(alpha.detach())
     alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
@@ -237,36 +268,44 @@ def _composite_chunk(scene: _Scene, chunk: _Chunk, wanted: Sequence[str], absgra
     w = alpha * t_before  # [t,P,K]
     t_final = t_incl[..., -1:]
 
-    out: dict = {"t_final": t_final, "w": w, "keep": keep}
-    z = scene.depths[chunk.ids]  # [t,K]
+    out: dict = {"t_final": t_final, "w": w, "keep": keep, "zp": zp}
+    # Depth of each pair: a Gaussian's centre z [t,K] (broadcast over pixels), a surfel's per-pixel z_p [t,P,K].
+    z = scene.depths[chunk.ids] if zp is None else None
     if "rgb" in wanted:
         out["rgb"] = torch.bmm(w, scene.colors[chunk.ids])
     if "depth_exp" in wanted:
-        out["depth_exp"] = torch.bmm(w, z.unsqueeze(-1))
+        out["depth_exp"] = torch.bmm(w, z.unsqueeze(-1)) if zp is None else (w * zp).sum(-1, keepdim=True)
     if "depth_median" in wanted:
         with torch.no_grad():
             cand = keep & (t_before > 0.5)
             pos = torch.arange(1, w.shape[-1] + 1, device=w.device)
             last = (cand * pos).amax(-1, keepdim=True)  # 1-based position of the median entry, 0 = none
-        med = torch.gather(z.unsqueeze(1).expand_as(w), -1, (last - 1).clamp_min(0))
+        med = torch.gather(z.unsqueeze(1).expand_as(w) if zp is None else zp, -1, (last - 1).clamp_min(0))
         out["depth_median"] = torch.where(last > 0, med, torch.zeros_like(med))
     if "normal" in wanted:
         out["normal"] = torch.bmm(w, scene.normals[chunk.ids])
     if "distort_l1" in wanted:
-        zb = z.unsqueeze(1)
+        zb = z.unsqueeze(1) if zp is None else zp
         acc_w, acc_wz = _excl_cumsum(w), _excl_cumsum(w * zb)
         out["distort_l1"] = (2.0 * w * (zb * acc_w - acc_wz)).sum(-1, keepdim=True)
     if "distort_ndc2" in wanted:
-        inc = (z >= NDC_NEAR).unsqueeze(1)  # [t,1,K]
-        z_safe = torch.where(z >= NDC_NEAR, z, torch.ones_like(z))
-        m = torch.where(
-            z >= NDC_NEAR, NDC_FAR / (NDC_FAR - NDC_NEAR) * (1.0 - NDC_NEAR / z_safe), torch.zeros_like(z)
-        )
-        m = m.unsqueeze(1)
+        if zp is None:
+            inc, m = _ndc_depth(z)
+            inc, m = inc.unsqueeze(1), m.unsqueeze(1)  # [t,1,K]
+        else:
+            inc, m = _ndc_depth(zp)  # [t,P,K]: the NDC_NEAR test is per pixel
         wi = torch.where(inc, w, torch.zeros_like(w))
         a, m1, m2 = _excl_cumsum(wi), _excl_cumsum(wi * m), _excl_cumsum(wi * m * m)
         out["distort_ndc2"] = (wi * (m * m * a + m2 - 2.0 * m * m1)).sum(-1, keepdim=True)
     return out
+
+
+def _ndc_depth(z: Tensor) -> tuple[Tensor, Tensor]:
+    """(z >= NDC_NEAR, m) with m = NDC_FAR/(NDC_FAR − NDC_NEAR)·(1 − NDC_NEAR/z) there and 0 elsewhere."""
+    inc = z >= NDC_NEAR
+    z_safe = torch.where(inc, z, torch.ones_like(z))
+    m = torch.where(inc, NDC_FAR / (NDC_FAR - NDC_NEAR) * (1.0 - NDC_NEAR / z_safe), torch.zeros_like(z))
+    return inc, m
 
 
 def _to_images(tile_values: Tensor, C: int, th: int, tw: int, T: int, H: int, W: int) -> Tensor:
@@ -302,7 +341,8 @@ def _run(
             if name != "alpha":
                 pieces.setdefault(name, []).append(res[name])
         if keep_pairs:
-            pairs.append((tiles, chunk.ids, res["w"].detach(), res["keep"]))
+            zp = None if res["zp"] is None else res["zp"].detach()
+            pairs.append((tiles, chunk.ids, res["w"].detach(), res["keep"], zp))
 
     idx = torch.cat(tiles_done) if tiles_done else torch.zeros(0, dtype=torch.long, device=device)
     values: dict[str, Tensor] = {}
@@ -352,8 +392,10 @@ def rasterize_reference(
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
     outputs: Sequence[str] = ("rgb",),
+    primitive: str = "gaussian3d",
 ) -> tuple[RenderOutputs, dict]:
-    """Render the maps named in ``outputs`` for C cameras; see the module docstring for the exact semantics.
+    """Render the maps named in ``outputs`` for C cameras; see the module docstring for the exact semantics
+    (and ``surfels.py`` for ``primitive="surfel2d"``).
 
     Gradients reach means, quats, scales, opacities, colors/SH and backgrounds, not viewmats or Ks.
     """
@@ -377,6 +419,7 @@ def rasterize_reference(
         sh_degree=sh_degree,
         tile_size=T,
         want_normals="normal" in wanted,
+        primitive=primitive,
     )
     means2d = scene.proj.means2d
     if means2d.requires_grad:
@@ -433,11 +476,13 @@ def pixel_contributions(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     tile_size: int = 16,
+    primitive: str = "gaussian3d",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Debug view of step 8: per pixel, the composited Gaussians in compositing order.
+    """Debug view of step 8: per pixel, the composited primitives in compositing order.
 
     Returns (ids [C,H,W,K] int64, −1 past the end; w [C,H,W,K]; z [C,H,W,K]) with K the longest list; entries that
-    were skipped or came after the stop are left out, so brute-force sums over w and z reproduce the maps.
+    were skipped or came after the stop are left out, so brute-force sums over w and z reproduce the maps (z is a
+    surfel's per-pixel depth z_p, a Gaussian's centre depth).
     """
     C, N, H, W, T = viewmats.shape[0], means.shape[0], int(height), int(width), int(tile_size)
     scene = _prepare(
@@ -457,24 +502,25 @@ def pixel_contributions(
         sh_degree=None,
         tile_size=T,
         want_normals=False,
+        primitive=primitive,
     )
     _, pairs = _run(scene, (), T, None, keep_pairs=True)
     th, tw = scene.proj.tile_height, scene.proj.tile_width
     P = T * T
-    k_max = max((int(keep.sum(-1).max()) for *_, keep in pairs if keep.numel()), default=0)
+    k_max = max((int(keep.sum(-1).max()) for _, _, _, keep, _ in pairs if keep.numel()), default=0)
     n_tiles = scene.bins.tile_counts.numel()
     ids = torch.full((n_tiles, P, k_max), -1, dtype=torch.long, device=means.device)
     w_all = torch.zeros((n_tiles, P, k_max), dtype=means.dtype, device=means.device)
     z_all = torch.zeros_like(w_all)
     depths = scene.depths.detach()
-    for tiles, flat, w, keep in pairs:
+    for tiles, flat, w, keep, zp in pairs:
         slot = torch.cumsum(keep.long(), -1) - 1  # position of each kept entry in its pixel's list
         t_i, p_i, k_i = torch.nonzero(keep, as_tuple=True)
         s_i = slot[t_i, p_i, k_i]
         g = flat[t_i, k_i]
         ids[tiles[t_i], p_i, s_i] = g % max(N, 1)
         w_all[tiles[t_i], p_i, s_i] = w[t_i, p_i, k_i]
-        z_all[tiles[t_i], p_i, s_i] = depths[g]
+        z_all[tiles[t_i], p_i, s_i] = depths[g] if zp is None else zp[t_i, p_i, k_i]
     return tuple(_to_images(x, C, th, tw, T, H, W) for x in (ids, w_all, z_all))
 
 
@@ -494,12 +540,13 @@ def contributors_reference(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     tile_size: int = 16,
+    primitive: str = "gaussian3d",
 ) -> tuple[Tensor, Tensor]:
     """(first, last) [C,H,W,k] int64: the first and the last k entries of each pixel's list from
     ``pixel_contributions``, in compositing order, −1 where a pixel composites fewer."""
     ids, _, _ = pixel_contributions(
         means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, radius_clip, eps2d,
-        tile_size,
+        tile_size, primitive,
     )  # fmt: skip
     C, H, W, L = ids.shape
     pad = torch.full((C, H, W, k), -1, dtype=torch.long, device=ids.device)

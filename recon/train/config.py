@@ -28,6 +28,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # what the parameters describe: 3D Gaussians (3DGS) or 2D Gaussian surfels (2DGS: flat discs rendered at each
+    # ray's intersection with their plane; cpu/reference backends only; configs/surfel.yaml)
+    primitive: Literal["gaussian3d", "surfel2d"] = "gaussian3d"
     sh_degree: int = 3  # highest spherical-harmonics degree
     sh_degree_interval: float = (
         1000 / 30000

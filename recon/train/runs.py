@@ -10,12 +10,11 @@ import torch
 from recon.data.errors import ReconError
 from recon.export.splat import write_splat
 from recon.models.gaussians import GaussianModel
-from recon.render import resolve_backend
 
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .config import Config
 from .overrides import build_config, load_yaml
-from .trainer import RUN_FILE, load_training_scene, write_metrics
+from .trainer import RUN_FILE, load_training_scene, training_backend, write_metrics
 
 
 def check_run(run: str | Path) -> Path:
@@ -30,12 +29,16 @@ def check_run(run: str | Path) -> Path:
 
 
 def load_run_model(run: Path) -> tuple[GaussianModel, int, float]:
-    """The newest model of a run: the last checkpoint if there is one, else splats.ply."""
+    """The newest model of a run: the last checkpoint if there is one, else splats.ply; its primitive type is the
+    run's ``model.primitive`` (config.yaml), else what the checkpoint or the PLY says."""
+    cfg_path = run / "config.yaml"
+    primitive = load_run_config(run).model.primitive if cfg_path.exists() else None
     ck = latest_checkpoint(run)
     if ck is not None:
         s = load_checkpoint(ck)
-        return GaussianModel(s["params"], s["sh_degree"]), int(s["step"]), float(s["elapsed"])
-    return GaussianModel.load_ply(run / "splats.ply"), 0, 0.0
+        primitive = primitive or s.get("primitive", "gaussian3d")
+        return GaussianModel(s["params"], s["sh_degree"], primitive), int(s["step"]), float(s["elapsed"])
+    return GaussianModel.load_ply(run / "splats.ply", primitive), 0, 0.0
 
 
 def load_run_config(run: Path) -> Config:
@@ -53,9 +56,7 @@ def evaluate_run(run: str | Path) -> dict:
     scene = load_training_scene(scene_dir, cfg)
     model, steps, seconds = load_run_model(run)
     with torch.no_grad():
-        return write_metrics(
-            model, scene, run, steps, seconds, resolve_backend(cfg.train.backend, torch.device("cpu"))
-        )
+        return write_metrics(model, scene, run, steps, seconds, training_backend(cfg))
 
 
 def export_run(run: str | Path, splat: str | None = None, ply: str | None = None) -> list[str]:
@@ -67,5 +68,6 @@ def export_run(run: str | Path, splat: str | None = None, ply: str | None = None
         done.append(f"wrote {n:,} splats to {splat}")
     if ply:
         model.save_ply(ply)
-        done.append(f"wrote {len(model):,} Gaussians to {ply}")
+        kind = "surfels" if model.primitive == "surfel2d" else "Gaussians"
+        done.append(f"wrote {len(model):,} {kind} to {ply}")
     return done

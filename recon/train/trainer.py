@@ -1,4 +1,5 @@
-"""`recon train`: fit 3D Gaussians to a scene's photos, with checkpoints, resume, progress and a clean stop.
+"""`recon train`: fit 3D Gaussians (or 2D surfels, `model.primitive`) to a scene's photos, with checkpoints, resume,
+progress and a clean stop.
 
 One step: pick a training view, render it (one render with everything the loss needs), compute the named loss
 terms, backpropagate, let the densification strategy read the screen-space gradients, step the optimizers, then
@@ -97,6 +98,14 @@ def scene_extent(scene: Scene) -> float:
     return float(1.1 * np.linalg.norm(c - c.mean(0), axis=1).max()) or 1.0
 
 
+def training_backend(cfg: Config) -> str:
+    """The rasterizer backend a run uses; a ReconError when the config asks for one its primitive lacks."""
+    try:
+        return resolve_backend(cfg.train.backend, torch.device("cpu"), cfg.model.primitive)
+    except ValueError as e:  # surfels on gsplat: a choice the user made in the config
+        raise ReconError(f"train.backend / model.primitive: {e}") from None
+
+
 def init_model(scene: Scene, cfg: Config) -> GaussianModel:
     m = cfg.model
     if scene.points is not None and len(scene.points) > 0:
@@ -105,7 +114,9 @@ def init_model(scene: Scene, cfg: Config) -> GaussianModel:
             if scene.points_rgb is not None
             else np.full((len(scene.points), 3), 128, np.uint8)
         )
-        return GaussianModel.from_points(scene.points, rgb, m.sh_degree, m.init_opacity, m.init_scale)
+        return GaussianModel.from_points(
+            scene.points, rgb, m.sh_degree, m.init_opacity, m.init_scale, m.primitive, seed=cfg.train.seed
+        )
     c = scene.cameras.centers
     lo, hi = c.min(0), c.max(0)
     pad = 0.5 * (hi - lo).max()
@@ -118,6 +129,7 @@ def init_model(scene: Scene, cfg: Config) -> GaussianModel:
         sh_degree=m.sh_degree,
         init_opacity=m.init_opacity,
         init_scale=m.init_scale,
+        primitive=m.primitive,
     )
 
 
@@ -151,7 +163,7 @@ class Trainer:
     def __init__(self, scene: Scene, cfg: Config, run: Path, console: Console | None = None):
         self.scene, self.cfg, self.run_dir = scene, cfg, Path(run)
         self.console = console or Console(stderr=True)
-        self.backend = resolve_backend(cfg.train.backend, torch.device("cpu"))
+        self.backend = training_backend(cfg)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
         self.extent = scene_extent(scene)
@@ -180,6 +192,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "params": {k: v.detach().clone() for k, v in self.model.params.items()},
             "sh_degree": self.model.sh_degree,
+            "primitive": self.model.primitive,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "strategy_state": self.strategy_state,
             "refine_step": self.refine_step.state_dict(),
@@ -189,7 +202,8 @@ class Trainer:
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.model = GaussianModel({k: v.clone() for k, v in s["params"].items()}, s["sh_degree"])
+        params = {k: v.clone() for k, v in s["params"].items()}
+        self.model = GaussianModel(params, s["sh_degree"], s.get("primitive", "gaussian3d"))
         self.optimizers = make_optimizers(self.model, self.cfg, self.extent)
         for k, o in self.optimizers.items():
             o.load_state_dict(s["optimizers"][k])
@@ -275,7 +289,10 @@ class Trainer:
         img = out.rgb[0]
         terms = photometric_loss(img, target, cfg.train.ssim_lambda)
         if self.regularizers:
-            ctx = RegContext(out, info, self.model.params, nominal, viewmats, Ks, w, h, target, self.backend)
+            ctx = RegContext(
+                out, info, self.model.params, nominal, viewmats, Ks, w, h, target, self.backend,
+                primitive=self.model.primitive,
+            )  # fmt: skip
             terms.update(regularization_terms(self.regularizers, ctx))
         if cfg.strategy.kind == "mcmc":
             p = self.model.params
@@ -498,6 +515,7 @@ def train(
     """Train into run folder ``run`` (see DESIGN.md §3 for its contents)."""
     console = console or Console(stderr=True)
     run = Path(run)
+    training_backend(cfg)  # refuse an impossible backend before touching the run folder
     prepare_run(run, resume, overwrite)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)

@@ -10,8 +10,14 @@ Fixtures return factories, so a test picks its own size and seed:
   set, ``colors`` holds SH coefficients [N,(d+1)²,3]; otherwise RGB [N,3] in [0,1]. ``backgrounds`` is [C,3].
 - ``empty_view(n, C, H, W, seed)`` -> the same kind of dict (plus ``far_plane``) where no Gaussian is visible:
   each is behind a camera, beyond ``far_plane`` or far off-image; with n = 0 there are no Gaussians at all.
+- ``surfel_scene(n, C, H, W, seed, sh_degree=None, dtype=torch.float32)`` -> ``random_scene``'s dict plus
+  ``primitive="surfel2d"``, with the awkward cases of 2D surfels added for camera 0: discs whose 3σ extent
+  crosses the camera plane (culled) or nearly does (huge, visible), and discs seen exactly edge-on (their plane
+  through the camera centre). It keeps random_scene's cases: behind the camera, across the image border, very
+  large and very small, zero opacity. Needs n >= 140 to hold them all.
 
-Both are plain functions too (``make_random_scene``, ``make_empty_view``) for use outside fixtures.
+All are plain functions too (``make_random_scene``, ``make_empty_view``, ``make_surfel_scene``) for use outside
+fixtures, and ``quat_of_frame`` turns rotation matrices into the wxyz quaternions the rasterizer takes.
 """
 
 from __future__ import annotations
@@ -132,9 +138,86 @@ def make_empty_view(n: int, C: int, H: int, W: int, seed: int, dtype: torch.dtyp
     return scene
 
 
+def quat_of_frame(rot: torch.Tensor) -> torch.Tensor:
+    """wxyz unit quaternions [...,4] of proper rotation matrices [...,3,3] (columns: the local axes in world)."""
+    from scipy.spatial.transform import Rotation
+
+    xyzw = Rotation.from_matrix(rot.reshape(-1, 3, 3).double().numpy()).as_quat()
+    q = torch.from_numpy(xyzw[:, [3, 0, 1, 2]]).to(rot.dtype)
+    return q.reshape(*rot.shape[:-2], 4)
+
+
+def frame_with_normal(normal: torch.Tensor, first_axis: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [...,3,3] whose third column is ``normal`` and first column ``first_axis`` made
+    orthogonal to it (both [...,3], normalised here)."""
+    n = normal / normal.norm(dim=-1, keepdim=True)
+    u = first_axis - (first_axis * n).sum(-1, keepdim=True) * n
+    u = u / u.norm(dim=-1, keepdim=True)
+    return torch.stack([u, torch.linalg.cross(n, u), n], dim=-1)
+
+
+def make_surfel_scene(
+    n: int,
+    C: int,
+    H: int,
+    W: int,
+    seed: int,
+    sh_degree: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    """random_scene's surfels plus the cases of 2D surfels listed in the module docstring (n >= 140)."""
+    scene = make_random_scene(n, C, H, W, seed, sh_degree=sh_degree, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed + 1000)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    means, quats, log_s = scene["means"], scene["quats"], scene["scales"].log()
+    log_s[:, 2] = math.log(1e-3) + 3.0 * rand(n)  # ignored by the surfel kernel: any value
+    k = n // 20 if n >= 140 else 0
+    if k:
+        R0, t0, K0 = scene["viewmats"][0, :3, :3], scene["viewmats"][0, :3, 3], scene["Ks"][0]
+        campos0 = -R0.T @ t0
+
+        def camera0_point(u, v, depth):  # world point seen by camera 0 at pixel (u, v), depth
+            xc = torch.stack(
+                [(u - K0[0, 2]) / K0[0, 0] * depth, (v - K0[1, 2]) / K0[1, 1] * depth, depth], -1
+            )
+            return (xc - t0) @ R0
+
+        # crossing (or nearly crossing) camera 0's plane: near, large, tilted 50-70° away from the view ray
+        i = slice(5 * k, 6 * k)
+        depth = 0.4 + 0.8 * rand(k)
+        means[i] = camera0_point(W * (0.2 + 0.6 * rand(k)), H * (0.2 + 0.6 * rand(k)), depth)
+        view = means[i] - campos0
+        tilt = torch.deg2rad(50.0 + 20.0 * rand(k))
+        side = torch.linalg.cross(view, torch.randn(k, 3, generator=gen, dtype=torch.float64))
+        side = side / side.norm(dim=-1, keepdim=True)
+        normal = (
+            torch.cos(tilt)[:, None] * view / view.norm(dim=-1, keepdim=True)
+            + torch.sin(tilt)[:, None] * side
+        )
+        quats[i] = quat_of_frame(frame_with_normal(normal, side))
+        log_s[i, :2] = torch.log(depth[:, None] * (0.08 + 0.5 * rand(k, 2)))
+        # edge-on in camera 0: the disc's plane contains the camera centre (normal ⟂ view ray)
+        i = slice(6 * k, 7 * k)
+        means[i] = camera0_point(W * (0.1 + 0.8 * rand(k)), H * (0.1 + 0.8 * rand(k)), 1.5 + 2.5 * rand(k))
+        view = means[i] - campos0
+        normal = torch.linalg.cross(view, torch.randn(k, 3, generator=gen, dtype=torch.float64))
+        quats[i] = quat_of_frame(frame_with_normal(normal, view))
+        log_s[i, :2] = math.log(0.05) + rand(k, 2) * math.log(6.0)
+    scene.update(means=means, quats=quats, scales=log_s.exp(), primitive="surfel2d")
+    return {k: v.to(dtype) if torch.is_tensor(v) else v for k, v in scene.items()}
+
+
 @pytest.fixture
 def random_scene():
     return make_random_scene
+
+
+@pytest.fixture
+def surfel_scene():
+    return make_surfel_scene
 
 
 @pytest.fixture
