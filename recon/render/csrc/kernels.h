@@ -155,9 +155,9 @@ struct SurfelKernel {
     a.sy = a.huz * a.hvx - a.hux * a.hvz;
     a.sz = a.hux * a.hvy - a.huy * a.hvx;
     const M nz = a.sz != T(0);
-    const V sz = S::select(nz, a.sz, S::splat(T(1)));
-    a.u = a.sx / sz;
-    a.v = a.sy / sz;
+    const V rz = T(1) / S::select(nz, a.sz, S::splat(T(1)));  // one division for both coordinates
+    a.u = a.sx * rz;
+    a.v = a.sy * rz;
     a.rho3 = a.u * a.u + a.v * a.v;
     a.rho2 = T(2) * (a.dx * a.dx + a.dy * a.dy);
     a.use3 = nz & (a.rho3 <= a.rho2);  // false where rho3 is NaN or infinite
@@ -186,12 +186,12 @@ struct SurfelKernel {
     // Plane branch: rho = u^2 + v^2, depth u kuz + v kvz + z.
     const V gr = S::select(m3, dL_drho, zero), gzp = S::select(m3, dL_dzp, zero);
     const V u = S::select(m3, a.u, zero), v = S::select(m3, a.v, zero);
-    const V sz = S::select(m3, a.sz, S::splat(T(1)));
+    const V rz = T(1) / S::select(m3, a.sz, S::splat(T(1)));
     const V gu = T(2) * gr * u + gzp * g.kuz;
     const V gv = T(2) * gr * v + gzp * g.kvz;
     gp[2] += gzp * u;
     gp[5] += gzp * v;
-    const V gsx = gu / sz, gsy = gv / sz, gsz = -(gu * u + gv * v) / sz;
+    const V gsx = gu * rz, gsy = gv * rz, gsz = -(gu * u + gv * v) * rz;
     // s = hu x hv: dL/dhu = hv x gs, dL/dhv = gs x hu.
     const V ghux = a.hvy * gsz - a.hvz * gsy, ghuy = a.hvz * gsx - a.hvx * gsz, ghuz = a.hvx * gsy - a.hvy * gsx;
     const V ghvx = gsy * a.huz - gsz * a.huy, ghvy = gsz * a.hux - gsx * a.huz, ghvz = gsx * a.huy - gsy * a.hux;
