@@ -181,6 +181,12 @@ def _add_export(sub) -> None:
     p.add_argument("--voxel", type=float, help="TSDF voxel size in scene units (default depth-trunc/1024)")
     p.add_argument("--sdf-trunc", type=float, help="TSDF truncation distance (default 5 voxels)")
     p.add_argument(
+        "--depth-ratio",
+        type=float,
+        default=1.0,
+        help="TSDF surface depth: 1 = median depth (default, sharpest), 0 = expected depth / alpha, or a blend",
+    )
+    p.add_argument(
         "--depth-trunc", type=float, help="ignore depth beyond this (default 2x the camera radius)"
     )
     p.add_argument(
@@ -209,12 +215,18 @@ def _run_export(args) -> int:
     if args.mesh:
         from recon.export.mesh import MeshOptions, export_run_mesh
 
+        if not 0.0 <= args.depth_ratio <= 1.0:
+            raise ReconError(
+                f"--depth-ratio {args.depth_ratio}: use a value from 0 (expected depth) to 1 (median)"
+            )
+
         bounds = None if args.bounds is None else (tuple(args.bounds[:3]), tuple(args.bounds[3:]))
         opts = MeshOptions(
             method=args.method,
             voxel=args.voxel,
             sdf_trunc=args.sdf_trunc,
             depth_trunc=args.depth_trunc,
+            depth_ratio=args.depth_ratio,
             bounds=bounds,
             decimate=args.decimate,
             level=args.level,

@@ -12,8 +12,11 @@ found with a k-d tree:
 
 ``crop`` limits both meshes to a box first, for scoring one region of a scene. ``visible_from`` (cameras) keeps
 only the ground-truth samples some camera sees (inside its image, in front of it, not occluded by the ground
-truth itself), like DTU's observation masks: surfaces no photo shows (the ground under an object) cannot be
-reconstructed and would otherwise dominate completeness and recall.
+truth itself) as the surface to be reconstructed, like DTU's observation masks: surfaces no photo shows (the
+ground under an object) cannot be reconstructed and would otherwise dominate completeness and recall. Accuracy,
+precision and the predicted side of the normal score still measure against the whole (cropped) ground truth: a
+predicted point lying on a hidden part of the true surface is not an error, and measuring it against the visible
+part only would give a perfect mesh a Chamfer distance far above zero.
 """
 
 from __future__ import annotations
@@ -124,19 +127,21 @@ def mesh_scores(
         raise ReconError(f"tau must be positive, got {tau}")
     p_pts, p_nrm = sample_surface(pred, n_samples, seed)
     g_pts, g_nrm = sample_surface(gt, n_samples, seed + 1)
+    # Accuracy side: every ground-truth sample; completeness side: the visible ones only (module docstring).
+    d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=-1)
+    acc_nrm = g_nrm
     if visible_from is not None:
         tol = 1e-4 * float(np.linalg.norm(full_gt.bounds[1] - full_gt.bounds[0]))
         keep = visible_mask(g_pts, full_gt, visible_from, tol)
         if not keep.any():
             raise ReconError("no part of the ground-truth mesh is visible from the given cameras")
         g_pts, g_nrm = g_pts[keep], g_nrm[keep]
-    d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=-1)
     d_gp, i_gp = cKDTree(p_pts).query(g_pts, workers=-1)
     precision = float((d_pg < tau).mean())
     recall = float((d_gp < tau).mean())
     fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     nc = 0.5 * (
-        float(np.abs((p_nrm * g_nrm[i_pg]).sum(1)).mean())
+        float(np.abs((p_nrm * acc_nrm[i_pg]).sum(1)).mean())
         + float(np.abs((g_nrm * p_nrm[i_gp]).sum(1)).mean())
     )
     acc, comp = float(d_pg.mean()), float(d_gp.mean())

@@ -5,7 +5,9 @@
   zero level with marching cubes. Defaults from 2DGS: the scene radius r is the smallest camera distance to the
   point nearest all optical axes; depth_trunc = 2r, voxel = depth_trunc/1024 (but at least half a pixel's
   footprint at distance r), sdf_trunc = 5·voxel. Pixels covered less than alpha 0.5 carry no depth; surface
-  depth is expected depth / alpha (``depth_ratio`` blends in the median depth).
+  depth is the median depth (2DGS's ``depth_ratio`` 1, its bounded-scene setting; ``depth_ratio`` blends in
+  expected depth / alpha). On the sample scene the median cut the Chamfer distance of both a plain-3DGS and a
+  surfel run by about a quarter against expected depth, which a semi-transparent layer pulls off the surface.
 * ``sugar``: per camera, the median-depth point of each pixel is refined along the pixel's ray to where the
   Gaussians' density d(p) = Σ_j α_j exp(−½(p−μ_j)ᵀΣ_j⁻¹(p−μ_j)) (16 nearest Gaussians of the one found at the
   depth point, clamped at 1) crosses the level λ = 0.3, searching ±3σ of that Gaussian along the ray in 21 steps;
@@ -69,7 +71,7 @@ class MeshOptions:
     sdf_trunc: float | None = None  # TSDF truncation distance; default 5 voxels
     depth_trunc: float | None = None  # ignore depth beyond this; default 2 × the camera-sphere radius
     bounds: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # crop box (lo, hi)
-    depth_ratio: float = 0.0  # TSDF surface depth: 0 = expected depth / alpha, 1 = median depth
+    depth_ratio: float = 1.0  # TSDF surface depth: 1 = median depth, 0 = expected depth / alpha, or a blend
     alpha_min: float = 0.5  # pixels less covered than this carry no depth
     weight_threshold: float = 1.0  # TSDF voxels observed fewer times are left out (2DGS: any observation)
     level: float = 0.3  # SuGaR: density level of the surface

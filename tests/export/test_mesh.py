@@ -220,9 +220,10 @@ def sphere_run(tmp_path):
 
 def test_cli_exports_meshes_of_a_run(sphere_run, tmp_path, capsys):
     out = tmp_path / "out" / "tsdf.ply"
-    assert (
-        main(["export", str(sphere_run), "--mesh", str(out), "--method", "tsdf", "--decimate", "5000"]) == 0
-    )
+    # 1500 wide tangent 3D Gaussians seen at 48 px: each one's median depth is its centre's over its whole
+    # footprint, a terraced surface, so this coarse model meshes from the expected depth (--depth-ratio 0)
+    args = ["--method", "tsdf", "--decimate", "5000", "--depth-ratio", "0"]
+    assert main(["export", str(sphere_run), "--mesh", str(out), *args]) == 0
     mesh = trimesh.load(out, process=False)
     assert 0 < len(mesh.faces) <= 5000
     assert mesh_scores(mesh, ICO, n_samples=30_000).chamfer_l1 < 0.03
@@ -235,9 +236,20 @@ def test_cli_exports_meshes_of_a_run(sphere_run, tmp_path, capsys):
     assert mesh_scores(trimesh.load(glb, force="mesh"), ICO, n_samples=30_000).chamfer_l1 < 0.03
 
 
+def test_cli_default_median_depth_meshes_surfels(sphere_run, tmp_path):
+    """Surfels' median depth is their exact ray-plane depth per pixel, so the default export needs no blending."""
+    flat = tangent_sphere_model(1500)
+    GaussianModel(flat.params, 0, primitive="surfel2d").save_ply(sphere_run / "splats.ply")
+    out = tmp_path / "surfels.ply"
+    assert main(["export", str(sphere_run), "--mesh", str(out)]) == 0
+    assert mesh_scores(trimesh.load(out, process=False), ICO, n_samples=30_000).chamfer_l1 < 0.03
+
+
 def test_cli_export_user_errors(sphere_run, tmp_path):
     assert main(["export", str(sphere_run)]) == 2
     assert main(["export", str(sphere_run), "--mesh", str(tmp_path / "m.stl")]) == 2
     assert main(["export", str(tmp_path / "nope"), "--mesh", str(tmp_path / "m.ply")]) == 2
     bounds = ["--bounds", "1", "1", "1", "0", "0", "0"]
     assert main(["export", str(sphere_run), "--mesh", str(tmp_path / "m.ply"), *bounds]) == 2
+    assert main(["export", str(sphere_run), "--mesh", str(tmp_path / "m.ply"), "--depth-ratio", "1.5"]) == 2
+    assert not (tmp_path / "m.ply").exists()
