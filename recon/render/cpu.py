@@ -8,9 +8,9 @@ Three Functions make the graph, so each kernel's backward stays small and testab
 - ``_Rasterize``: tile compositing of the features (colour, plus depth / normal channels when asked) with the
   3DGS thresholds, and the median-depth and distortion maps accumulated in the same per-pixel loop.
 
-With ``primitive="surfel2d"`` (2D Gaussian surfels, ``surfels.py``) the projection is ``project_surfels`` in plain
-torch autograd, and ``_Rasterize`` gets the surfel payload [C,N,6] where Gaussians pass their conics [C,N,3]: the
-C++ compositor picks its kernel policy from the payload size.
+With ``primitive="surfel2d"`` (2D Gaussian surfels, ``surfels.py``) ``_ProjectSurfels`` (C++, the twin of
+``surfels.project_surfels``) replaces ``_Project``, and ``_Rasterize`` gets the surfel payload [C,N,6] where
+Gaussians pass their conics [C,N,3]: the C++ compositor picks its kernel policy from the payload size.
 
 Gradients reach means, quats, scales, opacities, colours / SH coefficients and backgrounds. Camera-pose gradients
 are not supported: ``viewmats`` and ``Ks`` are constants (detached). ``info["means2d"]`` is the autograd
@@ -30,7 +30,6 @@ from torch.autograd.function import once_differentiable
 
 from ._ext import load_ext
 from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, PRIMITIVES, T_EPS, RenderOutputs
-from .surfels import project_surfels
 
 __all__ = ["rasterize_cpu", "contributors_cpu"]
 
@@ -197,24 +196,46 @@ def _colors_per_camera(colors: Tensor, means: Tensor, viewmats: Tensor, sh_degre
     raise ValueError(f"colors must be [N,D] or [C,N,D] when sh_degree is None, got {tuple(colors.shape)}")
 
 
-def _surfel_footprint(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    settings: tuple,
-    want_normals: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
-    """``_Project``'s outputs for surfels from the torch projection: (means2d, payload [C,N,6], depths, normals,
-    radii), contiguous as the kernels need them; autograd differentiates it, no C++ backward is involved."""
-    width, height, _eps2d, near, far, radius_clip = settings
-    proj = project_surfels(
-        means, quats, scales, viewmats, Ks, width, height,
-        near_plane=near, far_plane=far, radius_clip=radius_clip, with_normals=want_normals,
-    )  # fmt: skip
-    normals = None if proj.normals is None else proj.normals.contiguous()
-    return proj.means2d, proj.payload.contiguous(), proj.depths.contiguous(), normals, proj.radii
+class _ProjectSurfels(torch.autograd.Function):
+    """Projection of 2D surfels (the C++ twin of ``surfels.project_surfels``): means, quats, scales -> means2d,
+    payload (K a_u, K a_v) [C,N,6], depths, camera-space normals, radii; ``settings`` as for ``_Project`` (eps2d is
+    not used by surfels)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, viewmats, Ks, settings, want_normals):
+        width, height, _eps2d, near, far, radius_clip = settings
+        means2d, payload, depths, radii, normals = load_ext().project_surfels_forward(
+            means, quats, scales, viewmats, Ks, width, height, near, far, radius_clip, want_normals
+        )
+        ctx.save_for_backward(means, quats, scales, viewmats, Ks)
+        ctx.settings = (width, height, near, far, radius_clip)
+        ctx.mark_non_differentiable(radii)
+        return means2d, payload, depths, normals, radii
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_means2d, g_payload, g_depths, g_normals, _g_radii):
+        means, quats, scales, viewmats, Ks = ctx.saved_tensors
+        d_means, d_quats, d_scales = load_ext().project_surfels_backward(
+            means,
+            quats,
+            scales,
+            viewmats,
+            Ks,
+            *ctx.settings,
+            _grad_or_empty(g_means2d, means),
+            _grad_or_empty(g_payload, means),
+            _grad_or_empty(g_depths, means),
+            _grad_or_empty(g_normals, means),
+        )
+        return d_means, d_quats, d_scales, None, None, None, None
+
+
+def _surfel_scales(scales: Tensor) -> Tensor:
+    """Surfels read scales[:, :2]; the kernels take [N,3] rows, so a two-column input gets a zero third."""
+    if scales.dim() == 2 and scales.shape[1] == 2:
+        return torch.cat([scales, scales.new_zeros(scales.shape[0], 1)], dim=1)
+    return scales
 
 
 def rasterize_cpu(
@@ -260,11 +281,12 @@ def rasterize_cpu(
     if primitive not in PRIMITIVES:
         raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
     # conics: the kernel payload (a Gaussian's conic [C,N,3], a surfel's (K a_u, K a_v) [C,N,6]).
-    project = _surfel_footprint if primitive == "surfel2d" else _Project.apply
+    surfels = primitive == "surfel2d"
+    project = _ProjectSurfels.apply if surfels else _Project.apply
     means2d, conics, depths, normals, radii = project(
         means.contiguous(),
         quats.contiguous(),
-        scales.contiguous(),
+        (_surfel_scales(scales) if surfels else scales).contiguous(),
         viewmats,
         Ks,
         settings,
@@ -397,9 +419,11 @@ def contributors_cpu(
     )
     ext = load_ext()
     if primitive == "surfel2d":
-        means2d, conics, depths, _, radii = _surfel_footprint(
-            means, quats, scales, viewmats, Ks, settings, False
-        )
+        width_, height_, _eps2d, near, far, clip = settings
+        means2d, conics, depths, radii, _ = ext.project_surfels_forward(
+            means.contiguous(), quats.contiguous(), _surfel_scales(scales).contiguous(), viewmats, Ks,
+            width_, height_, near, far, clip, False,
+        )  # fmt: skip
     else:
         means2d, conics, depths, radii, _ = ext.project_forward(
             means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, *settings, False

@@ -10,7 +10,8 @@ ignored as for 3D Gaussians) and surfel n:
 
 1. p = R·μ + t, z = p.z. Culled (radius 0) if z < near_plane or z > far_plane.
 2. Rq = rotation of q/|q| (w, x, y, z); camera-space tangent axes a_u = s_u·R·Rq[:,0], a_v = s_v·R·Rq[:,1];
-   normal n = R·Rq[:,2], negated where n·p > 0 (so it faces the camera; no gradient through the sign).
+   normal n = R·Rq[:,2], negated where n·p > 1e-6·|p| (so it faces the camera; no gradient through the sign; the
+   tolerance makes an edge-on surfel, n·p = 0 up to rounding, keep its sign in every backend).
 3. payload [C,N,6] = (K·a_u, K·a_v) = (fx·a_u.x + cx·a_u.z, fy·a_u.y + cy·a_u.z, a_u.z,
    fx·a_v.x + cx·a_v.z, fy·a_v.y + cy·a_v.z, a_v.z). means2d = (mx, my) = (fx·p.x/z + cx, fy·p.y/z + cy),
    0 where culled. The homogeneous image map of the surfel's plane is h(u, v) = M·(u, v, 1) with
@@ -152,7 +153,8 @@ def project_surfels(
     if with_normals:
         n = axes[..., 2]
         with torch.no_grad():
-            sign = torch.where((n * p).sum(-1, keepdim=True) > 0, -1.0, 1.0).to(n.dtype)
+            facing_away = (n * p).sum(-1, keepdim=True) > 1e-6 * p.norm(dim=-1, keepdim=True)
+            sign = torch.where(facing_away, -1.0, 1.0).to(n.dtype)
         normals = n * sign
     return SurfelProjection(
         means2d=means2d,

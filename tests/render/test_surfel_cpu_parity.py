@@ -1,4 +1,4 @@
-"""The ``cpu`` backend with 2D surfels (C++ surfel kernel, torch projection) against the pure-torch ``reference``.
+"""The ``cpu`` backend with 2D surfels (C++ projection and surfel kernel) against the pure-torch ``reference``.
 
 Same tolerances as ``test_cpu_parity.py`` (float32): rgb max abs difference <= 1e-5; every other map within 1e-4
 of the map's largest value (distort_ndc2 against the float64 reference); every gradient within 1e-4 of the
@@ -6,7 +6,7 @@ reference gradient's norm, the loss a random linear combination of all outputs. 
 conftest.py) hold surfels behind the camera, across the image border, whose 3σ disc crosses the camera plane
 (culled) or nearly does (huge), seen exactly edge-on, very large and very small, and with zero opacity.
 
-The C++ side dispatches on the payload size (6 for surfels); these tests fail until that kernel is built.
+The C++ compositor dispatches on the payload size (6 for surfels).
 """
 
 from __future__ import annotations
@@ -132,3 +132,31 @@ def test_contributor_ids_match_reference(surfel_scene):
     first_r, last_r = contributors(**args, k=3, backend="reference", primitive="surfel2d")
     assert torch.equal(first_c, first_r) and torch.equal(last_c, last_r)
     assert (first_c[..., 2] >= 0).any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cpu_projection_equals_the_torch_contract(surfel_scene, seed):
+    """project_surfels_forward/backward (C++) against surfels.project_surfels (torch autograd), float64."""
+    from recon.render._ext import load_ext
+    from recon.render.surfels import project_surfels
+
+    scene = surfel_scene(160, 2, 40, 56, seed, dtype=F64)
+    leaves = {k: scene[k].to(F64).clone().requires_grad_(True) for k in ("means", "quats", "scales")}
+    vm, Ks = scene["viewmats"].to(F64), scene["Ks"].to(F64)
+    W, H = scene["width"], scene["height"]
+    ref = project_surfels(leaves["means"], leaves["quats"], leaves["scales"], vm, Ks, W, H, with_normals=True)
+    m2d, pay, dep, rad, nrm = load_ext().project_surfels_forward(
+        *(leaves[k].detach() for k in ("means", "quats", "scales")), vm, Ks, W, H, 0.01, 1e10, 0.0, True
+    )
+    assert torch.equal(rad, ref.radii)
+    for got, want in ((m2d, ref.means2d), (pay, ref.payload), (dep, ref.depths), (nrm, ref.normals)):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-10)
+    g = [torch.randn_like(t) for t in (m2d, pay, dep, nrm)]
+    loss = sum((a * b).sum() for a, b in zip((ref.means2d, ref.payload, ref.depths, ref.normals), g))
+    loss.backward()
+    dm, dq, ds = load_ext().project_surfels_backward(
+        *(leaves[k].detach() for k in ("means", "quats", "scales")), vm, Ks, W, H, 0.01, 1e10, 0.0, *g
+    )
+    for got, name in ((dm, "means"), (dq, "quats"), (ds, "scales")):
+        want = leaves[name].grad
+        assert (got - want).abs().max() <= 1e-9 * (1 + want.norm()), name

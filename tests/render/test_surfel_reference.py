@@ -214,7 +214,8 @@ def _sequential_surfels(scene: dict, tile_size: int) -> dict:
         a_u = (R @ rq[:, :, 0].T).T * sc[:, :1]
         a_v = (R @ rq[:, :, 1].T).T * sc[:, 1:2]
         nrm = (R @ rq[:, :, 2].T).T
-        nrm = np.where((nrm * p).sum(-1, keepdims=True) > 0, -nrm, nrm)
+        away = (nrm * p).sum(-1, keepdims=True) > 1e-6 * np.linalg.norm(p, axis=-1, keepdims=True)
+        nrm = np.where(away, -nrm, nrm)
         for j in range(H):
             for i in range(W):
                 tx, ty = i // tile_size, j // tile_size

@@ -7,6 +7,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "recon CPU rasterizer: projection, SH, tile binning and compositing with hand-written backward";
   m.def("project_forward", &recon::project_forward);
   m.def("project_backward", &recon::project_backward);
+  m.def("project_surfels_forward", &recon::project_surfels_forward);
+  m.def("project_surfels_backward", &recon::project_surfels_backward);
   m.def("sh_forward", &recon::sh_forward);
   m.def("sh_backward", &recon::sh_backward);
   m.def("bin_primitives", &recon::bin_primitives);

@@ -20,6 +20,19 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means, const at::Tens
                                             const at::Tensor& g_means2d, const at::Tensor& g_conics,
                                             const at::Tensor& g_depths, const at::Tensor& g_normals);
 
+std::vector<at::Tensor> project_surfels_forward(const at::Tensor& means, const at::Tensor& quats,
+                                                const at::Tensor& scales, const at::Tensor& viewmats,
+                                                const at::Tensor& Ks, int64_t width, int64_t height,
+                                                double near_plane, double far_plane, double radius_clip,
+                                                bool want_normals);
+
+std::vector<at::Tensor> project_surfels_backward(const at::Tensor& means, const at::Tensor& quats,
+                                                 const at::Tensor& scales, const at::Tensor& viewmats,
+                                                 const at::Tensor& Ks, int64_t width, int64_t height,
+                                                 double near_plane, double far_plane, double radius_clip,
+                                                 const at::Tensor& g_means2d, const at::Tensor& g_payload,
+                                                 const at::Tensor& g_depths, const at::Tensor& g_normals);
+
 at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor& coeffs,
                          const at::Tensor& viewmats);
 

@@ -6,57 +6,11 @@
 // radius; the shortest axis (camera space) flipped to face the camera as the normal. The camera (viewmats, Ks)
 // is a constant: no camera-pose gradient.
 #include "common.h"
+#include "geometry.h"
 #include "ops.h"
 
 namespace recon {
 namespace {
-
-template <typename T>
-struct Camera {
-  T R[9], t[3], fx, fy, cx, cy;
-};
-
-template <typename T>
-inline Camera<T> load_camera(const T* viewmat, const T* K) {
-  Camera<T> cam;
-  for (int i = 0; i < 3; ++i) {
-    for (int j = 0; j < 3; ++j) cam.R[i * 3 + j] = viewmat[i * 4 + j];
-    cam.t[i] = viewmat[i * 4 + 3];
-  }
-  cam.fx = K[0];
-  cam.cx = K[2];
-  cam.fy = K[4];
-  cam.cy = K[5];
-  return cam;
-}
-
-// Rotation matrix (row-major) of the unit quaternion (w, x, y, z).
-template <typename T>
-inline void quat_to_rotmat(const T* q, T* Rq) {
-  const T w = q[0], x = q[1], y = q[2], z = q[3];
-  Rq[0] = T(1) - T(2) * (y * y + z * z);
-  Rq[1] = T(2) * (x * y - w * z);
-  Rq[2] = T(2) * (x * z + w * y);
-  Rq[3] = T(2) * (x * y + w * z);
-  Rq[4] = T(1) - T(2) * (x * x + z * z);
-  Rq[5] = T(2) * (y * z - w * x);
-  Rq[6] = T(2) * (x * z - w * y);
-  Rq[7] = T(2) * (y * z + w * x);
-  Rq[8] = T(1) - T(2) * (x * x + y * y);
-}
-
-// dL/dq (unit quaternion) from dL/dRq.
-template <typename T>
-inline void rotmat_to_quat_backward(const T* q, const T* g, T* gq) {
-  const T w = q[0], x = q[1], y = q[2], z = q[3];
-  gq[0] = T(2) * (-z * g[1] + y * g[2] + z * g[3] - x * g[5] - y * g[6] + x * g[7]);
-  gq[1] = T(2) * (y * g[1] + z * g[2] + y * g[3] - T(2) * x * g[4] - w * g[5] + z * g[6] + w * g[7] -
-                  T(2) * x * g[8]);
-  gq[2] = T(2) * (-T(2) * y * g[0] + x * g[1] + w * g[2] + x * g[3] + z * g[5] - w * g[6] + z * g[7] -
-                  T(2) * y * g[8]);
-  gq[3] = T(2) * (-T(2) * z * g[0] - w * g[1] + x * g[2] + w * g[3] - T(2) * z * g[4] + y * g[5] + x * g[6] +
-                  y * g[7]);
-}
 
 // Everything the forward computes for one (camera, Gaussian) pair, kept so the backward can reuse it.
 template <typename T>
@@ -305,19 +259,6 @@ void project_backward_impl(const at::Tensor& means, const at::Tensor& quats, con
     for (int j = 0; j < 4; ++j) dq[n * 4 + j] = acc_q[j];
     for (int j = 0; j < 3; ++j) ds[n * 3 + j] = acc_s[j];
   }
-}
-
-void check_project_inputs(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
-                          const at::Tensor& viewmats, const at::Tensor& Ks) {
-  RECON_CHECK_INPUT(means);
-  RECON_CHECK_INPUT(quats);
-  RECON_CHECK_INPUT(scales);
-  RECON_CHECK_INPUT(viewmats);
-  RECON_CHECK_INPUT(Ks);
-  const auto dt = means.scalar_type();
-  TORCH_CHECK(quats.scalar_type() == dt && scales.scalar_type() == dt && viewmats.scalar_type() == dt &&
-                  Ks.scalar_type() == dt,
-              "project: all inputs must share one dtype");
 }
 
 }  // namespace
