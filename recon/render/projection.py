@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["Footprint", "Projection", "TileBins", "quat_to_rotmat", "project_gaussians", "bin_tiles"]
+__all__ = ["Footprint", "Projection", "TileBins", "quat_to_rotmat", "project_gaussians", "bin_tiles", "tile_ranges"]
 
 
 class Footprint(Protocol):
@@ -53,6 +53,24 @@ class TileBins:
     flat_ids: Tensor  # [M] int64 camera-flattened Gaussian index c*N + n
     tile_counts: Tensor  # [C*TH*TW] int64 number of intersections per tile
     tile_offsets: Tensor  # [C*TH*TW] int64 first position of each tile in the sorted list
+
+
+@torch.no_grad()
+def tile_ranges(
+    mx: Tensor, my: Tensor, r: Tensor, visible: Tensor, width: int, height: int, tile_size: int
+) -> tuple[Tensor, Tensor, int, int]:
+    """(tile_min, tile_max [C,N,2] int64, tile_width, tile_height): the tiles the square box of radius r around
+    (mx, my) covers, [min, max) per axis and clamped to the grid; empty (max = min) where not visible. Shared by
+    every primitive's projection, so all of them bin alike."""
+    tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    mxd, myd = mx.detach(), my.detach()
+    x0 = torch.floor((mxd - r) / tile_size).clamp(0, tw)
+    x1 = torch.ceil((mxd + r) / tile_size).clamp(0, tw)
+    y0 = torch.floor((myd - r) / tile_size).clamp(0, th)
+    y1 = torch.ceil((myd + r) / tile_size).clamp(0, th)
+    tile_min = torch.stack([x0, y0], dim=-1).to(torch.int64)
+    tile_max = torch.stack([x1, y1], dim=-1).to(torch.int64)
+    return tile_min, torch.where(visible[..., None], tile_max, tile_min), tw, th
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
@@ -152,15 +170,7 @@ def project_gaussians(
         radii = r.to(torch.int32)
 
         # 7. tile ranges [min, max) per axis.
-        tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
-        mxd, myd = mx.detach(), my.detach()
-        x0 = torch.floor((mxd - r) / tile_size).clamp(0, tw)
-        x1 = torch.ceil((mxd + r) / tile_size).clamp(0, tw)
-        y0 = torch.floor((myd - r) / tile_size).clamp(0, th)
-        y1 = torch.ceil((myd + r) / tile_size).clamp(0, th)
-        tile_min = torch.stack([x0, y0], dim=-1).to(torch.int64)
-        tile_max = torch.stack([x1, y1], dim=-1).to(torch.int64)
-        tile_max = torch.where(visible[..., None], tile_max, tile_min)
+        tile_min, tile_max, tw, th = tile_ranges(mx, my, r, visible, width, height, tile_size)
 
     means2d = torch.stack([mx, my], dim=-1)
     means2d = torch.where(visible[..., None], means2d, torch.zeros_like(means2d))

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .projection import quat_to_rotmat
+from .projection import quat_to_rotmat, tile_ranges
 
 __all__ = ["SurfelProjection", "project_surfels", "surfel_kernel", "RADIUS_MAX"]
 
@@ -136,15 +136,7 @@ def project_surfels(
         visible = in_range & bounded & (r > radius_clip) & on_image
         r = torch.where(visible, r, torch.zeros_like(r))
         radii = r.to(torch.int32)
-        tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
-        mxd, myd = mx.detach(), my.detach()
-        x0 = torch.floor((mxd - r) / tile_size).clamp(0, tw)
-        x1 = torch.ceil((mxd + r) / tile_size).clamp(0, tw)
-        y0 = torch.floor((myd - r) / tile_size).clamp(0, th)
-        y1 = torch.ceil((myd + r) / tile_size).clamp(0, th)
-        tile_min = torch.stack([x0, y0], dim=-1).to(torch.int64)
-        tile_max = torch.stack([x1, y1], dim=-1).to(torch.int64)
-        tile_max = torch.where(visible[..., None], tile_max, tile_min)
+        tile_min, tile_max, tw, th = tile_ranges(mx, my, r, visible, width, height, tile_size)
 
     means2d = torch.stack([mx, my], dim=-1)
     means2d = torch.where(visible[..., None], means2d, torch.zeros_like(means2d))
