@@ -138,8 +138,7 @@ class _Rasterize(torch.autograd.Function):
     def backward(ctx, g_depth, g_alpha, g_med, g_l1, g_ndc2, *g_parts):
         (means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
          T_final, last, med_idx, sums) = ctx.saved_tensors  # fmt: skip
-        C, N, F = features.shape
-        W, H, _ = ctx.grid
+        F = features.shape[-1]
         # Gradients are materialised (zeros for an unused group), so the groups concatenate back to [C,H,W,F].
         g_feat = (torch.cat(g_parts, dim=-1) if len(g_parts) > 1 else g_parts[0]).contiguous()
         rows = load_ext().rasterize_backward(
