@@ -237,6 +237,33 @@ def _surfel_scales(scales: Tensor) -> Tensor:
     return scales
 
 
+def _project(
+    primitive: str,
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    settings: tuple,
+    want_normals: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(means2d, payload, depths, normals, radii) of the primitive's projection Function; the payload is a
+    Gaussian's conic [C,N,3] or a surfel's (K a_u, K a_v) [C,N,6]."""
+    if primitive not in PRIMITIVES:
+        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
+    surfels = primitive == "surfel2d"
+    project = _ProjectSurfels.apply if surfels else _Project.apply
+    scales = _surfel_scales(scales) if surfels else scales
+    return project(
+        means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, settings, want_normals
+    )
+
+
+def _settings(width, height, eps2d, near_plane, far_plane, radius_clip) -> tuple:
+    """The projection settings tuple both projection Functions take."""
+    return (int(width), int(height), float(eps2d), float(near_plane), float(far_plane), float(radius_clip))
+
+
 def rasterize_cpu(
     means: Tensor,
     quats: Tensor,
@@ -269,27 +296,10 @@ def rasterize_cpu(
     viewmats = viewmats.detach().to(dtype).contiguous()
     Ks = Ks.detach().to(dtype).contiguous()
     wanted = set(outputs)
-    settings = (
-        int(width),
-        int(height),
-        float(eps2d),
-        float(near_plane),
-        float(far_plane),
-        float(radius_clip),
-    )
-    if primitive not in PRIMITIVES:
-        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
+    settings = _settings(width, height, eps2d, near_plane, far_plane, radius_clip)
     # conics: the kernel payload (a Gaussian's conic [C,N,3], a surfel's (K a_u, K a_v) [C,N,6]).
-    surfels = primitive == "surfel2d"
-    project = _ProjectSurfels.apply if surfels else _Project.apply
-    means2d, conics, depths, normals, radii = project(
-        means.contiguous(),
-        quats.contiguous(),
-        (_surfel_scales(scales) if surfels else scales).contiguous(),
-        viewmats,
-        Ks,
-        settings,
-        "normal" in wanted,
+    means2d, conics, depths, normals, radii = _project(
+        primitive, means, quats, scales, viewmats, Ks, settings, "normal" in wanted
     )
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -408,25 +418,11 @@ def contributors_cpu(
     C, N = viewmats.shape[0], means.shape[0]
     viewmats = viewmats.to(dtype).contiguous()
     Ks = Ks.to(dtype).contiguous()
-    settings = (
-        int(width),
-        int(height),
-        float(eps2d),
-        float(near_plane),
-        float(far_plane),
-        float(radius_clip),
-    )
+    settings = _settings(width, height, eps2d, near_plane, far_plane, radius_clip)
     ext = load_ext()
-    if primitive == "surfel2d":
-        width_, height_, _eps2d, near, far, clip = settings
-        means2d, conics, depths, radii, _ = ext.project_surfels_forward(
-            means.contiguous(), quats.contiguous(), _surfel_scales(scales).contiguous(), viewmats, Ks,
-            width_, height_, near, far, clip, False,
-        )  # fmt: skip
-    else:
-        means2d, conics, depths, radii, _ = ext.project_forward(
-            means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, *settings, False
-        )
+    means2d, conics, depths, _, radii = _project(
+        primitive, means, quats, scales, viewmats, Ks, settings, False
+    )
     tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
     tile_offsets, ids, _, _ = ext.bin_primitives(means2d, radii, depths, tile_size, tile_width, tile_height)
     opac = opacities.to(dtype).reshape(1, N).expand(C, N).contiguous()

@@ -16,7 +16,15 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["Footprint", "Projection", "TileBins", "quat_to_rotmat", "project_gaussians", "bin_tiles", "tile_ranges"]
+__all__ = [
+    "Footprint",
+    "Projection",
+    "TileBins",
+    "quat_to_rotmat",
+    "project_gaussians",
+    "bin_tiles",
+    "tile_ranges",
+]
 
 
 class Footprint(Protocol):
