@@ -1,14 +1,18 @@
 """How good is a mesh: Chamfer-L1, precision / recall / F-score at τ, and normal consistency against ground truth.
 
-Both meshes are sampled uniformly by area (fixed seed, so a score is reproducible), and nearest neighbours are
-found with a k-d tree:
+Both meshes are sampled uniformly by area (fixed seed, so a score is reproducible), and each sample is measured to
+the exact closest point of the *other mesh's surface* (open3d's ``RaycastingScene``), not to the other mesh's
+samples: point-to-sample distances carry the spacing of the samples (with 200,000 samples on the sample scene's
+object box, a mesh scored against itself got a Chamfer distance of 0.0052, about half of a trained model's),
+which compresses every difference between meshes; point-to-surface distances give identical meshes 0.
 
-* accuracy = mean distance from predicted samples to the ground truth, completeness = the reverse;
+* accuracy = mean distance from predicted samples to the ground-truth surface, completeness = the reverse;
   Chamfer-L1 = (accuracy + completeness) / 2 (the DTU / 2DGS convention);
 * precision = fraction of predicted samples within τ of the ground truth, recall = the reverse,
   F-score = 2PR / (P + R); τ defaults to 1% of the ground truth's bounding-box diagonal;
-* normal consistency = mean |⟨n_pred, n_gt⟩| between each sample's face normal and its nearest neighbour's,
-  averaged over both directions (absolute: the meshes' orientation conventions may differ).
+* normal consistency = mean |⟨n_pred, n_gt⟩| between each sample's face normal and the normal of the triangle
+  holding its closest point on the other mesh, averaged over both directions (absolute: the meshes' orientation
+  conventions may differ).
 
 ``crop`` limits both meshes to a box first, for scoring one region of a scene. ``visible_from`` (cameras) keeps
 only the ground-truth samples some camera sees (inside its image, in front of it, not occluded by the ground
@@ -25,8 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import open3d as o3d
 import trimesh
-from scipy.spatial import cKDTree
 
 from recon.data.cameras import Cameras
 from recon.data.errors import ReconError
@@ -82,6 +86,19 @@ def sample_surface(mesh: trimesh.Trimesh, n: int, seed: int) -> tuple[np.ndarray
     return np.asarray(pts), np.asarray(normals)
 
 
+def closest_on_surface(mesh: trimesh.Trimesh, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance [P], unit normal [P,3] of the triangle holding the closest point) from each point to ``mesh``."""
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(
+        o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
+        o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
+    )
+    query = o3d.core.Tensor(np.ascontiguousarray(points, dtype=np.float32))
+    closest = scene.compute_closest_points(query)
+    dist = np.linalg.norm(closest["points"].numpy().astype(np.float64) - points, axis=1)
+    return dist, mesh.face_normals[closest["primitive_ids"].numpy().astype(np.int64)]
+
+
 def visible_mask(points: np.ndarray, mesh: trimesh.Trimesh, cameras: Cameras, tol: float) -> np.ndarray:
     """Which points (lying on ``mesh``) at least one camera sees: projected inside its image, in front of it, and
     the first hit of the ray from its centre lies within ``tol`` of the point."""
@@ -127,22 +144,21 @@ def mesh_scores(
         raise ReconError(f"tau must be positive, got {tau}")
     p_pts, p_nrm = sample_surface(pred, n_samples, seed)
     g_pts, g_nrm = sample_surface(gt, n_samples, seed + 1)
-    # Accuracy side: every ground-truth sample; completeness side: the visible ones only (module docstring).
-    d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=-1)
-    acc_nrm = g_nrm
+    # Accuracy side: the whole ground truth; completeness side: its visible samples only (module docstring).
+    d_pg, gt_nrm_at_pred = closest_on_surface(gt, p_pts)
     if visible_from is not None:
         tol = 1e-4 * float(np.linalg.norm(full_gt.bounds[1] - full_gt.bounds[0]))
         keep = visible_mask(g_pts, full_gt, visible_from, tol)
         if not keep.any():
             raise ReconError("no part of the ground-truth mesh is visible from the given cameras")
         g_pts, g_nrm = g_pts[keep], g_nrm[keep]
-    d_gp, i_gp = cKDTree(p_pts).query(g_pts, workers=-1)
+    d_gp, pred_nrm_at_gt = closest_on_surface(pred, g_pts)
     precision = float((d_pg < tau).mean())
     recall = float((d_gp < tau).mean())
     fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     nc = 0.5 * (
-        float(np.abs((p_nrm * acc_nrm[i_pg]).sum(1)).mean())
-        + float(np.abs((g_nrm * p_nrm[i_gp]).sum(1)).mean())
+        float(np.abs((p_nrm * gt_nrm_at_pred).sum(1)).mean())
+        + float(np.abs((g_nrm * pred_nrm_at_gt).sum(1)).mean())
     )
     acc, comp = float(d_pg.mean()), float(d_gp.mean())
     return MeshScores(
