@@ -190,6 +190,14 @@ def _add_export(sub) -> None:
         "--depth-trunc", type=float, help="ignore depth beyond this (default 2x the camera radius)"
     )
     p.add_argument(
+        "--depth-upsample",
+        type=int,
+        default=4,
+        metavar="N",
+        help="TSDF: upsample each view's depth N times before fusion, keeping depth edges (default 4, at most "
+        "4 MP a view; 1 = off)",
+    )
+    p.add_argument(
         "--bounds",
         type=float,
         nargs=6,
@@ -219,6 +227,8 @@ def _run_export(args) -> int:
             raise ReconError(
                 f"--depth-ratio {args.depth_ratio}: use a value from 0 (expected depth) to 1 (median)"
             )
+        if args.depth_upsample < 1:
+            raise ReconError(f"--depth-upsample {args.depth_upsample}: use a whole number from 1 (off) up")
 
         bounds = None if args.bounds is None else (tuple(args.bounds[:3]), tuple(args.bounds[3:]))
         opts = MeshOptions(
@@ -227,6 +237,7 @@ def _run_export(args) -> int:
             sdf_trunc=args.sdf_trunc,
             depth_trunc=args.depth_trunc,
             depth_ratio=args.depth_ratio,
+            depth_upsample=args.depth_upsample,
             bounds=bounds,
             decimate=args.decimate,
             level=args.level,

@@ -233,7 +233,8 @@ def ground_truth_depth(gt: trimesh.Trimesh, cameras, i: int) -> np.ndarray:
 
 def pipeline_floor(gt: trimesh.Trimesh, box, cameras, work: Path) -> dict:
     """Scores of the TSDF mesh of the ground truth's own depth maps, fused and cleaned exactly as a run's: the best
-    any model can reach at this image resolution and voxel size (what is left is resolution and sampling)."""
+    any model can reach at this image resolution and voxel size (what is left is the depth maps' pixel grid and the
+    voxels)."""
     opts = MeshOptions()
     fusion = TSDFFusion(tsdf_params(cameras, opts))
     points = []

@@ -73,6 +73,8 @@ class MeshOptions:
     bounds: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # crop box (lo, hi)
     depth_ratio: float = 1.0  # TSDF surface depth: 1 = median depth, 0 = expected depth / alpha, or a blend
     alpha_min: float = 0.5  # pixels less covered than this carry no depth
+    depth_upsample: int = 4  # TSDF: upsample each view's maps this many times before fusion (1 = off) ...
+    upsample_max_pixels: int = 4_000_000  # ... but to at most this many pixels a view
     weight_threshold: float = 1.0  # TSDF voxels observed fewer times are left out (2DGS: any observation)
     level: float = 0.3  # SuGaR: density level of the surface
     poisson_depth: int = 9  # SuGaR: octree depth of the Poisson reconstruction (SuGaR: 10)
@@ -186,6 +188,40 @@ def render_view(model: GaussianModel, cameras: Cameras, i: int, opts: MeshOption
     )
 
 
+def upsample_factor(width: int, height: int, opts: MeshOptions) -> int:
+    """The integer factor a view's maps are upsampled by before fusion: ``depth_upsample``, lowered until the
+    upsampled view holds at most ``upsample_max_pixels`` (never below 1)."""
+    factor = max(1, int(opts.depth_upsample))
+    while factor > 1 and width * height * factor * factor > opts.upsample_max_pixels:
+        factor -= 1
+    return factor
+
+
+EDGE_SPAN = 0.05  # depths within this fraction of each other are one surface and interpolate
+
+
+def upsample_maps(depth: np.ndarray, rgb: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """(depth [fH,fW], rgb [fH,fW,3]) upsampled ``factor`` times with pixel centres kept in place: bilinear where
+    the source pixel's 3×3 neighbourhood holds depth everywhere and spans at most EDGE_SPAN of its nearest depth,
+    nearest pixel elsewhere, so depth edges stay sharp and no depth appears between a surface and the background."""
+    d = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None, None]
+    padded = torch.nn.functional.pad(d, (1, 1, 1, 1), mode="replicate")
+    hi = torch.nn.functional.max_pool2d(padded, 3, stride=1)
+    lo = -torch.nn.functional.max_pool2d(-padded, 3, stride=1)
+    smooth = (lo > 0) & (hi - lo <= EDGE_SPAN * lo)
+
+    def up(x: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "nearest":
+            return torch.nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
+        return torch.nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+    smooth_up = up(smooth.float(), "nearest") > 0.5
+    depth_up = torch.where(smooth_up, up(d, "bilinear"), up(d, "nearest"))
+    c = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    rgb_up = up(c, "bilinear").clamp(0, 1)[0].permute(1, 2, 0)
+    return depth_up[0, 0].numpy(), np.ascontiguousarray(rgb_up.numpy())
+
+
 def pixel_rays(cameras: Cameras, i: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(camera centre [3], world directions [P,3] with camera-z component 1) through the given pixel centres."""
     kinv = np.linalg.inv(cameras.Ks[i])
@@ -275,11 +311,22 @@ def tsdf_mesh(
         task = bar.add_task("tsdf: render + fuse", total=len(views))
         for i in views:
             maps = render_view(model, cameras, int(i), opts)
-            fusion.integrate(maps.depth, maps.rgb, cameras.Ks[i], cameras.viewmats[i])
-            samples.append(_subsample(depth_points(cameras, int(i), maps.depth, stride=4), 20_000, int(i)))
+            view = cameras[[int(i)]]
+            samples.append(_subsample(depth_points(view, 0, maps.depth, stride=4), 20_000, int(i)))
+            factor = upsample_factor(int(view.widths[0]), int(view.heights[0]), opts)
+            depth, rgb = maps.depth, maps.rgb
+            if factor > 1:
+                depth, rgb = upsample_maps(depth, rgb, factor)
+                view = view.scaled(1.0 / factor)
+            fusion.integrate(depth, rgb, view.Ks[0], view.viewmats[0])
             bar.advance(task)
     mesh = fusion.mesh(opts.weight_threshold)
-    info = {"voxel": params.voxel, "sdf_trunc": params.sdf_trunc, "depth_trunc": params.depth_trunc}
+    info = {
+        "voxel": params.voxel,
+        "sdf_trunc": params.sdf_trunc,
+        "depth_trunc": params.depth_trunc,
+        "depth_upsample": opts.depth_upsample,
+    }
     return mesh, np.concatenate(samples) if samples else np.zeros((0, 3)), info
 
 
