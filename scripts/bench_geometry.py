@@ -51,6 +51,7 @@ from recon.export.mesh import (
     clean_mesh,
     depth_points,
     export_run_mesh,
+    fuse_view,
     pixel_rays,
     to_trimesh,
     tsdf_params,
@@ -240,9 +241,7 @@ def pipeline_floor(gt: trimesh.Trimesh, box, cameras, work: Path) -> dict:
     points = []
     for i in range(len(cameras)):
         depth = ground_truth_depth(gt, cameras, i)
-        fusion.integrate(
-            depth, np.full((*depth.shape, 3), 0.5, np.float32), cameras.Ks[i], cameras.viewmats[i]
-        )
+        fuse_view(fusion, cameras, i, depth, np.full((*depth.shape, 3), 0.5, np.float32), opts)
         points.append(depth_points(cameras, i, depth, stride=4))
     lo, hi = auto_bounds(np.concatenate(points), cameras)
     path = work / "ground_truth_depth_tsdf.ply"

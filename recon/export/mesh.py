@@ -299,6 +299,18 @@ class TSDFFusion:
         return self.grid.extract_triangle_mesh(weight_threshold=weight_threshold).to_legacy()
 
 
+def fuse_view(
+    fusion: TSDFFusion, cameras: Cameras, i: int, depth: np.ndarray, rgb: np.ndarray, opts: MeshOptions
+) -> None:
+    """Fuse camera ``i``'s depth and colour, upsampled first as ``opts`` says (module docstring)."""
+    view = cameras[[i]]
+    factor = upsample_factor(int(view.widths[0]), int(view.heights[0]), opts)
+    if factor > 1:
+        depth, rgb = upsample_maps(depth, rgb, factor)
+        view = view.scaled(1.0 / factor)
+    fusion.integrate(depth, rgb, view.Ks[0], view.viewmats[0])
+
+
 def tsdf_mesh(
     model: GaussianModel, cameras: Cameras, opts: MeshOptions, console: Console | None = None
 ) -> tuple[o3d.geometry.TriangleMesh, np.ndarray, dict]:
@@ -311,14 +323,8 @@ def tsdf_mesh(
         task = bar.add_task("tsdf: render + fuse", total=len(views))
         for i in views:
             maps = render_view(model, cameras, int(i), opts)
-            view = cameras[[int(i)]]
-            samples.append(_subsample(depth_points(view, 0, maps.depth, stride=4), 20_000, int(i)))
-            factor = upsample_factor(int(view.widths[0]), int(view.heights[0]), opts)
-            depth, rgb = maps.depth, maps.rgb
-            if factor > 1:
-                depth, rgb = upsample_maps(depth, rgb, factor)
-                view = view.scaled(1.0 / factor)
-            fusion.integrate(depth, rgb, view.Ks[0], view.viewmats[0])
+            fuse_view(fusion, cameras, int(i), maps.depth, maps.rgb, opts)
+            samples.append(_subsample(depth_points(cameras, int(i), maps.depth, stride=4), 20_000, int(i)))
             bar.advance(task)
     mesh = fusion.mesh(opts.weight_threshold)
     info = {

@@ -26,6 +26,7 @@ from recon.export.mesh import (
     camera_sphere,
     clean_mesh,
     extract_mesh,
+    fuse_view,
     level_set_points,
     poisson_mesh,
     render_view,
@@ -157,13 +158,9 @@ def test_upsampled_fusion_tracks_the_surface_more_closely():
     errors = {}
     for factor in (1, 4):
         fusion = TSDFFusion(TSDFParams(voxel=voxel, sdf_trunc=4 * voxel, depth_trunc=6.0))
+        rgb = np.full((48, 48, 3), 0.25, np.float32)
         for i in range(len(cams)):
-            depth, rgb = sphere_depth(cams, i), np.full((48, 48, 3), 0.25, np.float32)
-            view = cams[[i]]
-            if factor > 1:
-                depth, rgb = upsample_maps(depth, rgb, factor)
-                view = view.scaled(1.0 / factor)
-            fusion.integrate(depth, rgb, view.Ks[0], view.viewmats[0])
+            fuse_view(fusion, cams, i, sphere_depth(cams, i), rgb, MeshOptions(depth_upsample=factor))
         errors[factor] = mesh_scores(to_trimesh(fusion.mesh()), ICO, n_samples=50_000).chamfer_l1
     assert errors[4] < 0.7 * errors[1]
 
