@@ -263,6 +263,12 @@ def o3d_intrinsic(K: np.ndarray) -> o3c.Tensor:
     return o3c.Tensor(k)
 
 
+# open3d 0.20's ExtractTriangleMesh crashed (SIGSEGV) on the sample scene at 291,633 active blocks of 8³ voxels
+# (a voxel half the default with a 10-voxel truncation) and meshed 218,076 blocks fine; beyond this, stop with a
+# message instead of taking the process down.
+MAX_TSDF_BLOCKS = 220_000
+
+
 class TSDFFusion:
     """A VoxelBlockGrid holding TSDF, weight and colour; ``integrate`` one view at a time, then ``mesh``."""
 
@@ -293,10 +299,42 @@ class TSDFFusion:
             return
         self.grid.integrate(coords, d, c, intr, intr, extr, 1.0, p.depth_trunc, self.multiplier)
 
+    def vertex_bound(self, weight_threshold: float) -> int:
+        """An upper bound on the marching-cubes vertex count: sign changes along the blocks' inner edges between
+        observed voxels, plus one per observed voxel on a block's far face in each axis (its edge into the next
+        block). open3d's own estimate (``estimated_vertex_number=-1``) is too small on large grids (e.g. a voxel
+        half the default on the sample scene) and it then writes past its buffer and crashes."""
+        index = self.grid.hashmap().active_buf_indices().to(o3c.int64).numpy()
+        tsdf = self.grid.attribute("tsdf").numpy()[index][..., 0]
+        seen = self.grid.attribute("weight").numpy()[index][..., 0] >= weight_threshold
+        positive = tsdf >= 0
+        bound = 0
+        for axis in (1, 2, 3):
+            sign, ok = np.swapaxes(positive, 1, axis), np.swapaxes(seen, 1, axis)
+            bound += int(((sign[:, 1:] != sign[:, :-1]) & ok[:, 1:] & ok[:, :-1]).sum())
+            bound += int(ok[:, -1].sum())
+        return max(bound, 1)
+
     def mesh(self, weight_threshold: float = 1.0) -> o3d.geometry.TriangleMesh:
-        if self.grid.hashmap().size() == 0:
+        blocks = self.grid.hashmap().size()
+        if blocks == 0:
             return o3d.geometry.TriangleMesh()
-        return self.grid.extract_triangle_mesh(weight_threshold=weight_threshold).to_legacy()
+        if blocks > MAX_TSDF_BLOCKS:
+            raise ReconError(
+                f"the TSDF grid holds {blocks:,} voxel blocks, more than open3d meshes without crashing "
+                f"({MAX_TSDF_BLOCKS:,}); pass a larger --voxel (now {self.params.voxel:.4g}) or a smaller "
+                f"--depth-trunc (now {self.params.depth_trunc:.4g})"
+            )
+        bound = self.vertex_bound(weight_threshold)
+        mesh = self.grid.extract_triangle_mesh(
+            weight_threshold=weight_threshold, estimated_vertex_number=bound
+        )
+        # the vertex arrays keep the bound's length; the vertices in use come first
+        tris = mesh.triangle.indices
+        used = int(tris.max().item()) + 1 if tris.shape[0] > 0 else 0
+        for key in list(mesh.vertex):
+            mesh.vertex[key] = mesh.vertex[key][:used]
+        return mesh.to_legacy()
 
 
 def fuse_view(

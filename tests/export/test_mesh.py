@@ -119,6 +119,9 @@ def test_tsdf_fusion_of_ray_cast_sphere_depth():
         depth = sphere_depth(cams, i)
         fusion.integrate(depth, np.full((*depth.shape, 3), 0.25, np.float32), cams.Ks[i], cams.viewmats[i])
     mesh = to_trimesh(fusion.mesh(weight_threshold=1.0))
+    # the vertex buffer handed to open3d is an upper bound, and the mesh keeps only the vertices in use
+    assert fusion.vertex_bound(1.0) >= len(mesh.vertices) > 1000
+    assert len(np.unique(mesh.faces)) == len(mesh.vertices)
     s = mesh_scores(mesh, ICO, n_samples=50_000)
     assert s.chamfer_l1 < 2 * voxel
     assert s.fscore > 0.95
@@ -163,6 +166,18 @@ def test_upsampled_fusion_tracks_the_surface_more_closely():
             fuse_view(fusion, cams, i, sphere_depth(cams, i), rgb, MeshOptions(depth_upsample=factor))
         errors[factor] = mesh_scores(to_trimesh(fusion.mesh()), ICO, n_samples=50_000).chamfer_l1
     assert errors[4] < 0.7 * errors[1]
+
+
+def test_a_grid_too_large_for_open3d_stops_with_a_message(monkeypatch):
+    cams = ring_cameras(4, 3.0, 32, 35.0)
+    fusion = TSDFFusion(TSDFParams(voxel=0.02, sdf_trunc=0.08, depth_trunc=6.0))
+    for i in range(len(cams)):
+        fusion.integrate(
+            sphere_depth(cams, i), np.full((32, 32, 3), 0.5, np.float32), cams.Ks[i], cams.viewmats[i]
+        )
+    monkeypatch.setattr("recon.export.mesh.MAX_TSDF_BLOCKS", 10)
+    with pytest.raises(ReconError, match="larger --voxel"):
+        fusion.mesh()
 
 
 @pytest.fixture(scope="module")
