@@ -62,7 +62,17 @@ def test_view_serves_on_the_next_free_port_on_localhost(viewer_run, tmp_path):
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(out, "w") as outf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "recon.cli", "view", str(viewer_run), "--port", str(port)],
+                [
+                    sys.executable,
+                    "-X",
+                    "faulthandler",
+                    "-m",
+                    "recon.cli",
+                    "view",
+                    str(viewer_run),
+                    "--port",
+                    str(port),
+                ],
                 cwd=REPO,
                 stdout=outf,
                 stderr=subprocess.PIPE,
@@ -87,5 +97,11 @@ def test_view_serves_on_the_next_free_port_on_localhost(viewer_run, tmp_path):
                 assert _listening_addresses(served) == {"127.0.0.1"}
         finally:
             proc.send_signal(signal.SIGINT)
-            code = proc.wait(30)
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)  # -X faulthandler: every thread's stack to stderr
+                pytest.fail(
+                    f"recon view ignored Ctrl-C for 30 s; its threads:\n{proc.communicate(timeout=30)[1]}"
+                )
     assert code == 0, proc.stderr.read()
