@@ -87,15 +87,19 @@ def sample_surface(mesh: trimesh.Trimesh, n: int, seed: int) -> tuple[np.ndarray
 
 
 def closest_on_surface(mesh: trimesh.Trimesh, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distance [P], unit normal [P,3] of the triangle holding the closest point) from each point to ``mesh``."""
+    """(distance [P], unit normal [P,3] of the triangle holding the closest point) from each point to ``mesh``.
+
+    open3d works in float32, so coordinates are taken relative to the mesh's centre first: far from the origin
+    (georeferenced scenes) float32 would round away the millimetres being measured."""
+    origin = mesh.bounds.mean(0)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(
-        o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
+        o3d.core.Tensor(np.ascontiguousarray(mesh.vertices - origin, dtype=np.float32)),
         o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
     )
-    query = o3d.core.Tensor(np.ascontiguousarray(points, dtype=np.float32))
-    closest = scene.compute_closest_points(query)
-    dist = np.linalg.norm(closest["points"].numpy().astype(np.float64) - points, axis=1)
+    local = points - origin
+    closest = scene.compute_closest_points(o3d.core.Tensor(np.ascontiguousarray(local, dtype=np.float32)))
+    dist = np.linalg.norm(closest["points"].numpy().astype(np.float64) - local, axis=1)
     return dist, mesh.face_normals[closest["primitive_ids"].numpy().astype(np.int64)]
 
 

@@ -52,6 +52,15 @@ def test_distances_do_not_depend_on_the_sample_count():
         assert s.fscore == 1.0
 
 
+def test_scores_hold_far_from_the_origin():
+    # georeferenced coordinates: float32 alone would round 0.1 at 1e6 to steps of 0.0625
+    far = np.array([1e6, -2e6, 5e5])
+    a, b = sphere(1.1), sphere(1.0)
+    a.apply_translation(far)
+    b.apply_translation(far)
+    assert mesh_scores(a, b, n_samples=N, tau=0.05).chamfer_l1 == pytest.approx(0.1, abs=0.005)
+
+
 def test_half_a_sphere_has_full_precision_and_half_recall():
     full = sphere()
     half = full.submesh([np.nonzero(full.triangles_center[:, 2] > 0)[0]], append=True)
