@@ -98,6 +98,7 @@ def regularization_terms(regs: list[Regularizer], ctx: RegContext) -> dict[str, 
 # The per-regularizer configs live beside their implementations; they import this module's base classes, so
 # these imports come last (the package __init__ imports this module first, so the order always holds).
 from .distortion import Distortion, DistortionConfig  # noqa: E402
+from .flatten import Flatten, FlattenConfig  # noqa: E402
 from .nearfar import NearFar, NearFarConfig  # noqa: E402
 from .normal_consistency import NormalConsistency, NormalConsistencyConfig  # noqa: E402
 from .sugar import Sugar, SugarConfig  # noqa: E402
@@ -113,6 +114,7 @@ class RegularizersConfig:
     sugar: SugarConfig = field(default_factory=SugarConfig)  # SuGaR density/normal/entropy (§3.4)
     nearfar: NearFarConfig = field(default_factory=NearFarConfig)  # LE3D near–far (§3.3a)
     tlog: TLogConfig = field(default_factory=TLogConfig)  # LE3D coverage (§3.3b)
+    flat: FlattenConfig = field(default_factory=FlattenConfig)  # PGSR's shortest-axis shrink
 
 
 _CLASSES: dict[str, type[Regularizer]] = {
@@ -121,6 +123,7 @@ _CLASSES: dict[str, type[Regularizer]] = {
     "sugar": Sugar,
     "nearfar": NearFar,
     "tlog": TLog,
+    "flat": Flatten,
 }
 
 

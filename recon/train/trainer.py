@@ -516,6 +516,8 @@ def train(
     console = console or Console(stderr=True)
     run = Path(run)
     training_backend(cfg)  # refuse an impossible backend before touching the run folder
+    if cfg.model.primitive == "surfel2d" and cfg.reg.flat.weight > 0:
+        raise ReconError("reg.flat flattens 3D Gaussians; surfels are flat already: set reg.flat.weight=0")
     prepare_run(run, resume, overwrite)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)

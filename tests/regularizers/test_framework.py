@@ -90,8 +90,10 @@ def test_presets_resolve_against_the_training_config():
     from tests.paths import REPO
 
     geo = build_config(Config, preset=REPO / "configs" / "geometry.yaml")
-    assert [r.name for r in build_regularizers(geo.reg)] == ["dist", "normal"]
+    assert [r.name for r in build_regularizers(geo.reg)] == ["dist", "normal", "flat"]
     assert (geo.reg.dist.kind, geo.reg.dist.start_step, geo.reg.normal.start_step) == ("l1", 3000, 7000)
+    # flattening waits for densification to have spread the Gaussians (from step 0 it cost the mesh 60%)
+    assert geo.reg.flat.start_step >= geo.reg.dist.start_step
     sugar = build_config(Config, preset=REPO / "configs" / "sugar.yaml")
     assert [r.name for r in build_regularizers(sugar.reg)] == ["sugar"]
     window = sugar.reg.sugar.entropy_window

@@ -106,3 +106,13 @@ def test_surfel_preset_loads():
     assert cfg.model.primitive == "surfel2d"
     assert (cfg.reg.dist.kind, cfg.reg.dist.weight, cfg.reg.dist.start_step) == ("ndc2", 1000.0, 3000)
     assert (cfg.reg.normal.weight, cfg.reg.normal.start_step) == (0.05, 7000)
+
+
+def test_flattening_surfels_is_refused_before_the_run_folder_is_touched(tiny_scene, tmp_path):
+    run = tmp_path / "run"
+    cfg = build_config(
+        Config, sets=["model.primitive=surfel2d", "train.backend=reference", "reg.flat.weight=0.1"]
+    )
+    with pytest.raises(ReconError, match="reg.flat.weight=0"):
+        train(tiny_scene, run, cfg)
+    assert not run.exists()
