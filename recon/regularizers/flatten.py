@@ -42,8 +42,7 @@ class Flatten(Regularizer):
         n = p["means"].shape[0]
         terms = []
         for c in range(ctx.viewmats.shape[0]):  # one term per rendered view, over the Gaussians it sees
-            info = ctx.info if ctx.viewmats.shape[0] == 1 else {"radii": _camera_radii(ctx.info, c)}
-            ids = visible_ids(info, n, p["means"].device)
+            ids = visible_ids({"radii": _camera_radii(ctx.info, c)}, n, p["means"].device)
             if ids.numel():
                 terms.append(
                     thickness_pixels(p["means"][ids], p["scales"][ids], ctx.viewmats[c], ctx.Ks[c]).mean()
@@ -54,5 +53,6 @@ class Flatten(Regularizer):
 
 
 def _camera_radii(info: dict, c: int) -> Tensor | None:
+    """Camera c's screen radii [1,N(,2)] from the rasterizer's info (None when it has none)."""
     radii = info.get("radii") if info else None
     return None if radii is None else radii[c : c + 1]
