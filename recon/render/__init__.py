@@ -6,11 +6,11 @@ see ``outputs.OUTPUT_NAMES``) and ``backend=``:
 - ``"cpu"``: our C++/OpenMP kernels with hand-written backward (``cpu.py``, ``csrc/``);
 - ``"reference"``: pure PyTorch with autograd, the test oracle (small scenes only);
 - ``"gsplat"``: gsplat's CUDA kernels (NVIDIA GPU only);
-- ``"auto"``: gsplat when CUDA is available and its kernels load, otherwise cpu (always cpu for surfels).
+- ``"auto"``: gsplat when CUDA is available, its kernels load and the primitive has a gsplat path; otherwise cpu.
 
-``primitive=`` picks what the parameters describe: ``"gaussian3d"`` (3D Gaussians, semantics in ``reference.py``)
-or ``"surfel2d"`` (2D Gaussian surfels, 2DGS, semantics in ``surfels.py``: scales[:, 2] is ignored, depth maps
-use each pixel's ray-splat intersection depth). Surfels render on the cpu and reference backends only.
+``primitive=`` picks what the parameters describe: one of ``PRIMITIVES``, each described by a ``RasterPrimitive``
+in ``primitives.py`` (its kernel id, projections and the backends that render it). 3D Gaussians are the default
+(semantics in ``reference.py``); 2D Gaussian surfels (2DGS) are in ``surfels.py``.
 
 Returns ``(RenderOutputs, info)``; ``info`` carries the keys gsplat's strategies read (``means2d`` [C,N,2] with its
 gradient retained, plus ``means2d.absgrad`` after backward when ``absgrad=True``; ``radii`` [C,N,2] int32;
@@ -24,29 +24,38 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .outputs import OUTPUT_NAMES, PRIMITIVES, RenderOutputs, normalize_outputs
+from .outputs import OUTPUT_NAMES, RenderOutputs, normalize_outputs
+from .primitives import PRIMITIVES, get_primitive
+from .settings import RasterSettings
 
-__all__ = ["rasterize", "contributors", "RenderOutputs", "OUTPUT_NAMES", "PRIMITIVES", "resolve_backend"]
+__all__ = [
+    "rasterize",
+    "contributors",
+    "RenderOutputs",
+    "RasterSettings",
+    "OUTPUT_NAMES",
+    "PRIMITIVES",
+    "resolve_backend",
+]
 
 BACKENDS = ("auto", "cpu", "reference", "gsplat")
 
 
 def resolve_backend(backend: str, device: torch.device, primitive: str = "gaussian3d") -> str:
-    """Turn ``auto`` into a concrete backend for tensors on ``device`` and the given primitive type."""
+    """Turn ``auto`` into a concrete backend for tensors on ``device`` and the given primitive type; a ValueError
+    when the primitive has no path on the backend asked for."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
-    if primitive not in PRIMITIVES:
-        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
-    if primitive == "surfel2d":
-        if backend == "gsplat":
-            raise ValueError(
-                "primitive 'surfel2d' runs on backend 'cpu' or 'reference' (gsplat's 2DGS kernels follow other "
-                "conventions); choose one of those, or 'auto'"
-            )
-        return "cpu" if backend == "auto" else backend
+    prim = get_primitive(primitive)
     if backend != "auto":
+        if backend not in prim.backends:
+            why = f" ({prim.backend_note})" if prim.backend_note else ""
+            raise ValueError(
+                f"primitive {primitive!r} runs on backend {' or '.join(map(repr, prim.backends))}{why}; "
+                "choose one of those, or 'auto'"
+            )
         return backend
-    if device.type == "cuda":
+    if device.type == "cuda" and "gsplat" in prim.backends:
         from .gsplat_backend import gsplat_available
 
         if gsplat_available():
@@ -74,7 +83,7 @@ def rasterize(
     absgrad: bool = False,
     outputs: Sequence[str] | str = ("rgb",),
     backend: str = "auto",
-    primitive: str = "gaussian3d",  # "gaussian3d" | "surfel2d" (then eps2d is unused)
+    primitive: str = "gaussian3d",  # one of PRIMITIVES
 ) -> tuple[RenderOutputs, dict]:
     """Render C views of N primitives; see the module docstring for backends, primitives and the returned values."""
     wanted = normalize_outputs(outputs)
@@ -83,37 +92,21 @@ def rasterize(
         raise ValueError(f"means must be [N,3], got {tuple(means.shape)}")
     if viewmats.dim() != 3 or Ks.dim() != 3:
         raise ValueError("viewmats must be [C,4,4] and Ks [C,3,3]")
-    kwargs = dict(
-        means=means,
-        quats=quats,
-        scales=scales,
-        opacities=opacities,
-        colors=colors,
-        viewmats=viewmats,
-        Ks=Ks,
-        width=int(width),
-        height=int(height),
-        near_plane=float(near_plane),
-        far_plane=float(far_plane),
-        radius_clip=float(radius_clip),
-        eps2d=float(eps2d),
-        sh_degree=sh_degree,
-        tile_size=int(tile_size),
-        backgrounds=backgrounds,
-        absgrad=absgrad,
-        outputs=wanted,
-    )
+    settings = RasterSettings(width, height, near_plane, far_plane, radius_clip, eps2d, tile_size)
+    args = (means, quats, scales, opacities, colors, viewmats, Ks)
+    common = dict(sh_degree=sh_degree, backgrounds=backgrounds, absgrad=absgrad, outputs=wanted)
     if chosen == "cpu":
-        from .cpu import rasterize_cpu as backend_fn
+        from .cpu import rasterize_cpu
 
-        kwargs["primitive"] = primitive
+        out, info = rasterize_cpu(*args, settings, primitive=primitive, **common)
     elif chosen == "reference":
-        from .reference import rasterize_reference as backend_fn
+        from .reference import rasterize_reference
 
-        kwargs["primitive"] = primitive
+        out, info = rasterize_reference(*args, settings, primitive=primitive, **common)
     else:
-        from .gsplat_backend import rasterize_gsplat as backend_fn
-    out, info = backend_fn(**kwargs)
+        from .gsplat_backend import rasterize_gsplat
+
+        out, info = rasterize_gsplat(*args, **settings.as_kwargs(), **common)
     info.setdefault("gaussian_ids", None)  # unpacked layout: gsplat's strategies require the key
     return out, info
 
@@ -130,7 +123,7 @@ def contributors(
     k: int = 5,
     backend: str = "auto",
     primitive: str = "gaussian3d",
-    **settings,  # near_plane, far_plane, radius_clip, eps2d, tile_size as in rasterize
+    **options,  # near_plane, far_plane, radius_clip, eps2d, tile_size as in rasterize
 ) -> tuple[Tensor, Tensor]:
     """Per pixel, the ids of the first ``k`` and the last ``k`` primitives it composites (α ≥ 1/255, before the
     transmittance stop), each in compositing order, −1 where a pixel composites fewer: (first, last), both
@@ -142,6 +135,7 @@ def contributors(
     chosen = resolve_backend(backend, means.device, primitive)
     if k < 1:
         raise ValueError(f"contributors: k must be at least 1, got {k}")
+    settings = RasterSettings(width, height, **options)
     args = (
         means.detach(),
         quats.detach(),
@@ -149,18 +143,17 @@ def contributors(
         opacities.detach(),
         viewmats,
         Ks,
-        int(width),
-        int(height),
+        settings,
         int(k),
     )
     if chosen == "cpu":
         from .cpu import contributors_cpu
 
-        return contributors_cpu(*args, primitive=primitive, **settings)
+        return contributors_cpu(*args, primitive=primitive)
     if chosen == "reference":
         from .reference import contributors_reference
 
-        return contributors_reference(*args, primitive=primitive, **settings)
+        return contributors_reference(*args, primitive=primitive)
     raise ValueError(
         "per-pixel contributor ids need backend='cpu' or 'reference' (gsplat has no such kernel)"
     )

@@ -2,15 +2,14 @@
 
 Three Functions make the graph, so each kernel's backward stays small and testable:
 
-- ``_Project``: means, quats, scales -> means2d, conics, depths, camera-space normals, radii (EWA splatting with
-  the ``eps2d`` low-pass, near/far culling, 3-sigma radius);
+- the primitive's projection (``cpu_projection.py``, chosen by its ``RasterPrimitive`` descriptor): means, quats,
+  scales -> means2d, the kernel's payload, depths, camera-space normals, radii;
 - ``_ShColors``: means, SH coefficients -> per-camera colours (degree 0..3);
 - ``_Rasterize``: tile compositing of the features (colour, plus depth / normal channels when asked) with the
   3DGS thresholds, and the median-depth and distortion maps accumulated in the same per-pixel loop.
 
-With ``primitive="surfel2d"`` (2D Gaussian surfels, ``surfels.py``) ``_ProjectSurfels`` (C++, the twin of
-``surfels.project_surfels``) replaces ``_Project``, and ``_Rasterize`` gets the surfel payload [C,N,6] where
-Gaussians pass their conics [C,N,3]: the C++ compositor picks its kernel policy from the payload size.
+``_Rasterize`` passes the descriptor's kernel id to the C++ compositor, which runs that primitive's kernel policy
+on the payload (a Gaussian's conic [C,N,3], a surfel's axes [C,N,6]).
 
 Gradients reach means, quats, scales, opacities, colours / SH coefficients and backgrounds. Camera-pose gradients
 are not supported: ``viewmats`` and ``Ks`` are constants (detached). ``info["means2d"]`` is the autograd
@@ -21,7 +20,6 @@ gsplat's densification strategies read).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -29,54 +27,14 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._ext import load_ext
-from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, PRIMITIVES, T_EPS, RenderOutputs
+from .cpu_projection import grad_or_empty
+from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
+from .primitives import RasterPrimitive, get_primitive
+from .settings import RasterSettings
 
 __all__ = ["rasterize_cpu", "contributors_cpu"]
 
 _CONSTS = (ALPHA_MAX, ALPHA_MIN, T_EPS, NDC_NEAR, NDC_FAR)
-
-
-def _empty(like: Tensor) -> Tensor:
-    return torch.empty(0, dtype=like.dtype)
-
-
-def _grad_or_empty(g: Tensor | None, like: Tensor) -> Tensor:
-    """An incoming gradient as a contiguous tensor, or an empty one (read as zero by the kernels)."""
-    if g is None or g.numel() == 0:
-        return _empty(like)
-    return g.contiguous()
-
-
-class _Project(torch.autograd.Function):
-    """Projection of 3D Gaussians; ``settings`` = (width, height, eps2d, near, far, radius_clip)."""
-
-    @staticmethod
-    def forward(ctx, means, quats, scales, viewmats, Ks, settings, want_normals):
-        means2d, conics, depths, radii, normals = load_ext().project_forward(
-            means, quats, scales, viewmats, Ks, *settings, want_normals
-        )
-        ctx.save_for_backward(means, quats, scales, viewmats, Ks)
-        ctx.settings = settings
-        ctx.mark_non_differentiable(radii)
-        return means2d, conics, depths, normals, radii
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_means2d, g_conics, g_depths, g_normals, _g_radii):
-        means, quats, scales, viewmats, Ks = ctx.saved_tensors
-        d_means, d_quats, d_scales = load_ext().project_backward(
-            means,
-            quats,
-            scales,
-            viewmats,
-            Ks,
-            *ctx.settings,
-            _grad_or_empty(g_means2d, means),
-            _grad_or_empty(g_conics, means),
-            _grad_or_empty(g_depths, means),
-            _grad_or_empty(g_normals, means),
-        )
-        return d_means, d_quats, d_scales, None, None, None, None
 
 
 class _ShColors(torch.autograd.Function):
@@ -99,8 +57,8 @@ class _ShColors(torch.autograd.Function):
 class _Rasterize(torch.autograd.Function):
     """Tile compositing; returns (depth, alpha, median depth, distort_l1, distort_ndc2, *feature groups) maps.
 
-    ``payload`` is the kernel's per-primitive data (3: Gaussian conic, 6: surfel axes; the C++ picks the kernel
-    from its size). ``grid`` = (width, height, tile_size); ``flags`` = (depth, median, l1, ndc2); ``groups`` the
+    ``payload`` is the kernel's per-primitive data, ``kernel_id`` the kernel that reads it (the primitive
+    descriptor's). ``grid`` = (width, height, tile_size); ``flags`` = (depth, median, l1, ndc2); ``groups`` the
     channel counts the features [C,H,W,F] are split into, each returned contiguous (so a loss on one of them does
     not pay for slicing the others in its backward); ``bins`` the binning tensors; ``holder`` a dict whose
     "means2d" tensor receives ``.absgrad`` in the backward when "absgrad" is true.
@@ -108,10 +66,23 @@ class _Rasterize(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, means2d, payload, opacities, depths, features, backgrounds, bins, grid, flags, groups, holder
+        ctx,
+        means2d,
+        payload,
+        opacities,
+        depths,
+        features,
+        backgrounds,
+        bins,
+        grid,
+        flags,
+        groups,
+        holder,
+        kernel_id,
     ):
         tile_offsets, ids, slot_pos, gauss_offsets = bins
         feat, depth, alpha, T_final, last, med_idx, med, l1, ndc2, sums = load_ext().rasterize_forward(
+            kernel_id,
             means2d,
             payload,
             opacities,
@@ -130,6 +101,7 @@ class _Rasterize(torch.autograd.Function):
         )  # fmt: skip
         ctx.grid = grid
         ctx.holder = holder
+        ctx.kernel_id = kernel_id
         parts = feat.split(list(groups), dim=-1) if len(groups) > 1 else (feat,)
         return (depth, alpha, med, l1, ndc2, *(p.contiguous() for p in parts))
 
@@ -142,6 +114,7 @@ class _Rasterize(torch.autograd.Function):
         # Gradients are materialised (zeros for an unused group), so the groups concatenate back to [C,H,W,F].
         g_feat = (torch.cat(g_parts, dim=-1) if len(g_parts) > 1 else g_parts[0]).contiguous()
         rows = load_ext().rasterize_backward(
+            ctx.kernel_id,
             means2d,
             payload,
             opacities,
@@ -158,11 +131,11 @@ class _Rasterize(torch.autograd.Function):
             med_idx,
             sums,
             g_feat,
-            _grad_or_empty(g_depth, features),
-            _grad_or_empty(g_alpha, features),
-            _grad_or_empty(g_med, features),
-            _grad_or_empty(g_l1, features),
-            _grad_or_empty(g_ndc2, features),
+            grad_or_empty(g_depth, features),
+            grad_or_empty(g_alpha, features),
+            grad_or_empty(g_med, features),
+            grad_or_empty(g_l1, features),
+            grad_or_empty(g_ndc2, features),
             *_CONSTS,
         )
         P = payload.shape[-1]
@@ -175,7 +148,7 @@ class _Rasterize(torch.autograd.Function):
             ctx.holder["means2d"].absgrad = rows[..., 4 + P + F : 6 + P + F].contiguous()
         # Elementwise, not einsum: einsum lowers to a BLAS bmm whose thread pool is slow to wake on small inputs.
         d_bg = (T_final.unsqueeze(-1) * g_feat).sum((1, 2)) if ctx.needs_input_grad[5] else None
-        return d_means2d, d_conics, d_opac, d_depths, d_feat, d_bg, None, None, None, None, None
+        return d_means2d, d_conics, d_opac, d_depths, d_feat, d_bg, None, None, None, None, None, None
 
 
 def _colors_per_camera(colors: Tensor, means: Tensor, viewmats: Tensor, sh_degree: int | None) -> Tensor:
@@ -195,73 +168,21 @@ def _colors_per_camera(colors: Tensor, means: Tensor, viewmats: Tensor, sh_degre
     raise ValueError(f"colors must be [N,D] or [C,N,D] when sh_degree is None, got {tuple(colors.shape)}")
 
 
-class _ProjectSurfels(torch.autograd.Function):
-    """Projection of 2D surfels (the C++ twin of ``surfels.project_surfels``): means, quats, scales -> means2d,
-    payload (K a_u, K a_v) [C,N,6], depths, camera-space normals, radii; ``settings`` as for ``_Project`` (eps2d is
-    not used by surfels)."""
-
-    @staticmethod
-    def forward(ctx, means, quats, scales, viewmats, Ks, settings, want_normals):
-        width, height, _eps2d, near, far, radius_clip = settings
-        means2d, payload, depths, radii, normals = load_ext().project_surfels_forward(
-            means, quats, scales, viewmats, Ks, width, height, near, far, radius_clip, want_normals
-        )
-        ctx.save_for_backward(means, quats, scales, viewmats, Ks)
-        ctx.settings = (width, height, near, far, radius_clip)
-        ctx.mark_non_differentiable(radii)
-        return means2d, payload, depths, normals, radii
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_means2d, g_payload, g_depths, g_normals, _g_radii):
-        means, quats, scales, viewmats, Ks = ctx.saved_tensors
-        d_means, d_quats, d_scales = load_ext().project_surfels_backward(
-            means,
-            quats,
-            scales,
-            viewmats,
-            Ks,
-            *ctx.settings,
-            _grad_or_empty(g_means2d, means),
-            _grad_or_empty(g_payload, means),
-            _grad_or_empty(g_depths, means),
-            _grad_or_empty(g_normals, means),
-        )
-        return d_means, d_quats, d_scales, None, None, None, None
-
-
-def _surfel_scales(scales: Tensor) -> Tensor:
-    """Surfels read scales[:, :2]; the kernels take [N,3] rows, so a two-column input gets a zero third."""
-    if scales.dim() == 2 and scales.shape[1] == 2:
-        return torch.cat([scales, scales.new_zeros(scales.shape[0], 1)], dim=1)
-    return scales
-
-
 def _project(
-    primitive: str,
+    prim: RasterPrimitive,
     means: Tensor,
     quats: Tensor,
     scales: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    settings: tuple,
+    settings: RasterSettings,
     want_normals: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(means2d, payload, depths, normals, radii) of the primitive's projection Function; the payload is a
-    Gaussian's conic [C,N,3] or a surfel's (K a_u, K a_v) [C,N,6]."""
-    if primitive not in PRIMITIVES:
-        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
-    surfels = primitive == "surfel2d"
-    project = _ProjectSurfels.apply if surfels else _Project.apply
-    scales = _surfel_scales(scales) if surfels else scales
-    return project(
-        means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, settings, want_normals
-    )
-
-
-def _settings(width, height, eps2d, near_plane, far_plane, radius_clip) -> tuple:
-    """The projection settings tuple both projection Functions take."""
-    return (int(width), int(height), float(eps2d), float(near_plane), float(far_plane), float(radius_clip))
+    """(means2d, payload, depths, normals, radii) of the primitive's C++ projection Function."""
+    return prim.project_cpu(
+        means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, settings.projection_tuple(),
+        want_normals,
+    )  # fmt: skip
 
 
 def rasterize_cpu(
@@ -272,14 +193,8 @@ def rasterize_cpu(
     colors: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    eps2d: float = 0.3,
+    settings: RasterSettings,
     sh_degree: int | None = None,
-    tile_size: int = 16,
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
     outputs: Sequence[str] = ("rgb",),
@@ -296,10 +211,11 @@ def rasterize_cpu(
     viewmats = viewmats.detach().to(dtype).contiguous()
     Ks = Ks.detach().to(dtype).contiguous()
     wanted = set(outputs)
-    settings = _settings(width, height, eps2d, near_plane, far_plane, radius_clip)
+    prim = get_primitive(primitive)
+    width, height, tile_size = settings.width, settings.height, settings.tile_size
     # conics: the kernel payload (a Gaussian's conic [C,N,3], a surfel's (K a_u, K a_v) [C,N,6]).
     means2d, conics, depths, normals, radii = _project(
-        primitive, means, quats, scales, viewmats, Ks, settings, "normal" in wanted
+        prim, means, quats, scales, viewmats, Ks, settings, "normal" in wanted
     )
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -330,8 +246,7 @@ def rasterize_cpu(
             bg = torch.cat([bg, bg.new_zeros(C, F - D)], dim=-1)
         bg = bg.contiguous()
 
-    tile_width = math.ceil(width / tile_size)
-    tile_height = math.ceil(height / tile_size)
+    tile_width, tile_height = settings.tile_width, settings.tile_height
     ext = load_ext()
     bins = tuple(
         ext.bin_primitives(means2d.detach(), radii, depths.detach(), tile_size, tile_width, tile_height)
@@ -360,6 +275,7 @@ def rasterize_cpu(
         flags,
         tuple(groups),
         holder,
+        prim.kernel_id,
     )
 
     out = RenderOutputs()
@@ -402,14 +318,8 @@ def contributors_cpu(
     opacities: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
+    settings: RasterSettings,
     k: int,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    eps2d: float = 0.3,
-    tile_size: int = 16,
     primitive: str = "gaussian3d",
 ) -> tuple[Tensor, Tensor]:
     """(first, last) [C,H,W,k] int64: ids of the first and the last k primitives each pixel composites, in
@@ -418,16 +328,16 @@ def contributors_cpu(
     C, N = viewmats.shape[0], means.shape[0]
     viewmats = viewmats.to(dtype).contiguous()
     Ks = Ks.to(dtype).contiguous()
-    settings = _settings(width, height, eps2d, near_plane, far_plane, radius_clip)
+    prim = get_primitive(primitive)
     ext = load_ext()
-    means2d, conics, depths, _, radii = _project(
-        primitive, means, quats, scales, viewmats, Ks, settings, False
+    means2d, conics, depths, _, radii = _project(prim, means, quats, scales, viewmats, Ks, settings, False)
+    width, height, tile_size = settings.width, settings.height, settings.tile_size
+    tile_offsets, ids, _, _ = ext.bin_primitives(
+        means2d, radii, depths, tile_size, settings.tile_width, settings.tile_height
     )
-    tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    tile_offsets, ids, _, _ = ext.bin_primitives(means2d, radii, depths, tile_size, tile_width, tile_height)
     opac = opacities.to(dtype).reshape(1, N).expand(C, N).contiguous()
     first, last = ext.rasterize_contributors(
-        means2d, conics, opac, depths, means.new_zeros(C, N, 0), means.new_zeros(C, 0), tile_offsets, ids,
+        prim.kernel_id, means2d, conics, opac, depths, means.new_zeros(C, N, 0), means.new_zeros(C, 0), tile_offsets, ids,
         int(width), int(height), int(tile_size), int(k), ALPHA_MAX, ALPHA_MIN, T_EPS,
     )  # fmt: skip
     # camera-flattened ids (c*N + n) -> Gaussian ids n

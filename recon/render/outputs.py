@@ -19,10 +19,6 @@ from torch import Tensor
 #   distort_ndc2  [C,H,W,1]  sum_{j<i} w_i w_j (m_i - m_j)^2, m = f/(f-n) (1 - n/z), n=0.2, f=100, skip z < n
 OUTPUT_NAMES = ("rgb", "alpha", "depth_exp", "depth_median", "normal", "distort_l1", "distort_ndc2")
 
-# Primitive types (``rasterize(..., primitive=...)``): 3D Gaussians (``reference.py``), 2D Gaussian surfels
-# (``surfels.py``).
-PRIMITIVES = ("gaussian3d", "surfel2d")
-
 # Constants shared by every backend (3DGS / gsplat values).
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0

@@ -16,6 +16,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .outputs import ALPHA_MAX, ALPHA_MIN
+
 __all__ = [
     "Footprint",
     "Projection",
@@ -24,6 +26,7 @@ __all__ = [
     "project_gaussians",
     "bin_tiles",
     "tile_ranges",
+    "gaussian_alpha",
 ]
 
 
@@ -234,3 +237,21 @@ def bin_tiles(proj: Footprint) -> TileBins:
     tile_counts = torch.bincount(tile_ids, minlength=C * th * tw)
     tile_offsets = torch.cumsum(tile_counts, 0) - tile_counts
     return TileBins(tile_ids=tile_ids, flat_ids=src, tile_counts=tile_counts, tile_offsets=tile_offsets)
+
+
+def gaussian_alpha(
+    m2d: Tensor, conic: Tensor, opac: Tensor, entry_ok: Tensor, px: Tensor, py: Tensor
+) -> Tensor:
+    """α [t,P,K] of K Gaussians at P pixel centres, 0 where skipped (σ < 0, α < ALPHA_MIN, padding).
+
+    ``m2d`` is [t,K,2], or [t,P,K,2] when the caller needs per-pixel gradients of the centres.
+    """
+    if m2d.dim() == 3:
+        m2d = m2d.unsqueeze(1)
+    dx = m2d[..., 0] - px.unsqueeze(-1)  # [t,P,K]
+    dy = m2d[..., 1] - py.unsqueeze(-1)
+    ca, cb, cc = (conic[..., i].unsqueeze(1) for i in range(3))
+    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+    alpha = torch.clamp(opac.unsqueeze(1) * torch.exp(-sigma), max=ALPHA_MAX)
+    ok = (sigma >= 0) & (alpha >= ALPHA_MIN) & entry_ok.unsqueeze(1)
+    return torch.where(ok, alpha, torch.zeros_like(alpha))

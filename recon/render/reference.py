@@ -37,9 +37,9 @@ Gaussian n:
 Gradients flow to means, quats, scales, opacities, colors (or SH coefficients) and backgrounds. viewmats and Ks are
 constants: camera-pose and intrinsics gradients are not supported.
 
-With ``primitive="surfel2d"`` the primitives are 2D Gaussian surfels: steps 1-6 and 8's kernel are replaced by
-``surfels.py`` (projection, radius, ray-splat kernel with the low-pass, per-pixel depth z_p in every depth map);
-tiles, sorting, thresholds, compositing and every other map are the steps above, unchanged.
+Other primitives (``primitives.py``; 2D Gaussian surfels, ``surfels.py``) replace steps 1-6 and 8's kernel with
+their own projection and kernel (for surfels: radius, ray-splat kernel with the low-pass, per-pixel depth z_p in
+every depth map); tiles, sorting, thresholds, compositing and every other map are the steps above, unchanged.
 
 How: per tile, gather the depth-sorted intersecting Gaussians, pad to the chunk's largest list, evaluate all tile
 pixels × K entries at once, and take the exclusive cumulative product of (1 − α) with the thresholds applied as
@@ -56,10 +56,11 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, PRIMITIVES, T_EPS, RenderOutputs
-from .projection import Footprint, TileBins, bin_tiles, project_gaussians
+from .outputs import NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
+from .primitives import RasterPrimitive, get_primitive
+from .projection import Footprint, TileBins, bin_tiles
+from .settings import RasterSettings
 from .sh import colors_from_sh
-from .surfels import project_surfels, surfel_kernel
 
 __all__ = ["rasterize_reference", "pixel_contributions", "contributors_reference"]
 
@@ -73,7 +74,7 @@ class _Scene:
 
     proj: Footprint  # projection.Projection or surfels.SurfelProjection
     bins: TileBins
-    primitive: str  # one of PRIMITIVES
+    primitive: RasterPrimitive
     means2d: Tensor  # [C*N,2]
     payload: Tensor  # [C*N,P]: the conic (P = 3) or the surfel's (K a_u, K a_v) (P = 6)
     opacities: Tensor  # [C*N]
@@ -90,15 +91,8 @@ def _prepare(
     colors: Tensor | None,
     viewmats: Tensor,
     Ks: Tensor,
-    *,
-    width: int,
-    height: int,
-    near_plane: float,
-    far_plane: float,
-    radius_clip: float,
-    eps2d: float,
+    settings: RasterSettings,
     sh_degree: int | None,
-    tile_size: int,
     want_normals: bool,
     primitive: str = "gaussian3d",
 ) -> _Scene:
@@ -106,21 +100,8 @@ def _prepare(
     C, N = viewmats.shape[0], means.shape[0]
     if opacities.shape != (N,):
         raise ValueError(f"opacities must be [N] (N={N}), got {tuple(opacities.shape)}")
-    if primitive not in PRIMITIVES:
-        raise ValueError(f"unknown primitive {primitive!r}; choose from {list(PRIMITIVES)}")
-    settings = dict(
-        near_plane=near_plane,
-        far_plane=far_plane,
-        radius_clip=radius_clip,
-        tile_size=tile_size,
-        with_normals=want_normals,
-    )
-    if primitive == "surfel2d":
-        proj = project_surfels(means, quats, scales, viewmats, Ks, width, height, **settings)
-        payload = proj.payload
-    else:
-        proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, **settings)
-        payload = proj.conics
+    prim = get_primitive(primitive)
+    proj, payload = prim.project_reference(means, quats, scales, viewmats, Ks, settings, want_normals)
     bins = bin_tiles(proj)
     cols = None
     if colors is not None:
@@ -135,7 +116,7 @@ def _prepare(
     return _Scene(
         proj=proj,
         bins=bins,
-        primitive=primitive,
+        primitive=prim,
         means2d=proj.means2d.reshape(C * N, 2),
         payload=payload.reshape(C * N, payload.shape[-1]),
         opacities=opacities.unsqueeze(0).expand(C, N).reshape(C * N),
@@ -161,43 +142,6 @@ def _chunks(counts: Tensor, pixels: int) -> list[Tensor]:
 def _excl_cumsum(x: Tensor) -> Tensor:
     """Σ_{j<i} x_j along the last axis, without the cancellation of cumsum(x) − x."""
     return torch.cat([torch.zeros_like(x[..., :1]), torch.cumsum(x, -1)[..., :-1]], dim=-1)
-
-
-def _gaussian_alpha(
-    m2d: Tensor, conic: Tensor, opac: Tensor, entry_ok: Tensor, px: Tensor, py: Tensor
-) -> Tensor:
-    """α [t,P,K] of K Gaussians at P pixel centres, 0 where skipped (σ < 0, α < ALPHA_MIN, padding).
-
-    ``m2d`` is [t,K,2], or [t,P,K,2] when the caller needs per-pixel gradients of the centres.
-    """
-    if m2d.dim() == 3:
-        m2d = m2d.unsqueeze(1)
-    dx = m2d[..., 0] - px.unsqueeze(-1)  # [t,P,K]
-    dy = m2d[..., 1] - py.unsqueeze(-1)
-    ca, cb, cc = (conic[..., i].unsqueeze(1) for i in range(3))
-    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-    alpha = torch.clamp(opac.unsqueeze(1) * torch.exp(-sigma), max=ALPHA_MAX)
-    ok = (sigma >= 0) & (alpha >= ALPHA_MIN) & entry_ok.unsqueeze(1)
-    return torch.where(ok, alpha, torch.zeros_like(alpha))
-
-
-def _surfel_alpha(
-    m2d: Tensor, payload: Tensor, depths: Tensor, opac: Tensor, entry_ok: Tensor, px: Tensor, py: Tensor
-) -> tuple[Tensor, Tensor]:
-    """(α, z_p) [t,P,K] of K surfels at P pixel centres (``surfels.py`` steps 5-6); α is 0 where skipped
-    (α < ALPHA_MIN, padding, undefined kernel) and z_p is 0 there too, so zero weights never meet a NaN.
-
-    ``m2d`` is [t,K,2], or [t,P,K,2] when the caller needs per-pixel gradients of the centres.
-    """
-    if m2d.dim() == 3:
-        m2d = m2d.unsqueeze(1)
-    g, zp, valid = surfel_kernel(
-        m2d, payload.unsqueeze(1), depths.unsqueeze(1), px.unsqueeze(-1), py.unsqueeze(-1)
-    )
-    alpha = torch.clamp(opac.unsqueeze(1) * g, max=ALPHA_MAX)
-    ok = valid & (alpha >= ALPHA_MIN) & entry_ok.unsqueeze(1)
-    zero = torch.zeros_like(alpha)
-    return torch.where(ok, alpha, zero), torch.where(ok, zp, zero)
 
 
 def _composited(alpha: Tensor) -> Tensor:
@@ -240,11 +184,9 @@ class _Chunk:
         """(α [t,P,K], per-pixel depth z_p [t,P,K] for surfels or None: Gaussians composite their centre z)."""
         m2d = scene.means2d[self.ids] if means2d is None else means2d
         opac = scene.opacities[self.ids]
-        if scene.primitive == "surfel2d":
-            return _surfel_alpha(
-                m2d, scene.payload[self.ids], scene.depths[self.ids], opac, self.entry_ok, self.px, self.py
-            )
-        return _gaussian_alpha(m2d, scene.payload[self.ids], opac, self.entry_ok, self.px, self.py), None
+        return scene.primitive.alpha_reference(
+            m2d, scene.payload[self.ids], scene.depths[self.ids], opac, self.entry_ok, self.px, self.py
+        )
 
 
 def _composite_chunk(scene: _Scene, chunk: _Chunk, wanted: Sequence[str], absgrad_buf: Tensor | None) -> dict:
@@ -381,46 +323,25 @@ def rasterize_reference(
     colors: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    eps2d: float = 0.3,
+    settings: RasterSettings,
     sh_degree: int | None = None,
-    tile_size: int = 16,
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
     outputs: Sequence[str] = ("rgb",),
     primitive: str = "gaussian3d",
 ) -> tuple[RenderOutputs, dict]:
     """Render the maps named in ``outputs`` for C cameras; see the module docstring for the exact semantics
-    (and ``surfels.py`` for ``primitive="surfel2d"``).
+    (and ``primitives.py`` for the other primitives).
 
     Gradients reach means, quats, scales, opacities, colors/SH and backgrounds, not viewmats or Ks.
     """
     _check_args(means, quats, scales, viewmats, Ks, backgrounds)
     wanted = tuple(outputs)
-    C, N, H, W, T = viewmats.shape[0], means.shape[0], int(height), int(width), int(tile_size)
+    C, N, H, W, T = viewmats.shape[0], means.shape[0], settings.height, settings.width, settings.tile_size
     scene = _prepare(
-        means,
-        quats,
-        scales,
-        opacities,
-        colors if "rgb" in wanted else None,
-        viewmats,
-        Ks,
-        width=W,
-        height=H,
-        near_plane=near_plane,
-        far_plane=far_plane,
-        radius_clip=radius_clip,
-        eps2d=eps2d,
-        sh_degree=sh_degree,
-        tile_size=T,
-        want_normals="normal" in wanted,
-        primitive=primitive,
-    )
+        means, quats, scales, opacities, colors if "rgb" in wanted else None, viewmats, Ks, settings, sh_degree,
+        want_normals="normal" in wanted, primitive=primitive,
+    )  # fmt: skip
     means2d = scene.proj.means2d
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -484,7 +405,8 @@ def pixel_contributions(
     were skipped or came after the stop are left out, so brute-force sums over w and z reproduce the maps (z is a
     surfel's per-pixel depth z_p, a Gaussian's centre depth).
     """
-    C, N, H, W, T = viewmats.shape[0], means.shape[0], int(height), int(width), int(tile_size)
+    settings = RasterSettings(width, height, near_plane, far_plane, radius_clip, eps2d, tile_size)
+    C, N, H, W, T = viewmats.shape[0], means.shape[0], settings.height, settings.width, settings.tile_size
     scene = _prepare(
         means,
         quats,
@@ -493,14 +415,8 @@ def pixel_contributions(
         None,
         viewmats,
         Ks,
-        width=W,
-        height=H,
-        near_plane=near_plane,
-        far_plane=far_plane,
-        radius_clip=radius_clip,
-        eps2d=eps2d,
-        sh_degree=None,
-        tile_size=T,
+        settings,
+        None,
         want_normals=False,
         primitive=primitive,
     )
@@ -532,21 +448,16 @@ def contributors_reference(
     opacities: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
+    settings: RasterSettings,
     k: int,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    eps2d: float = 0.3,
-    tile_size: int = 16,
     primitive: str = "gaussian3d",
 ) -> tuple[Tensor, Tensor]:
     """(first, last) [C,H,W,k] int64: the first and the last k entries of each pixel's list from
     ``pixel_contributions``, in compositing order, −1 where a pixel composites fewer."""
+    s = settings
     ids, _, _ = pixel_contributions(
-        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, radius_clip, eps2d,
-        tile_size, primitive,
+        means, quats, scales, opacities, viewmats, Ks, s.width, s.height, s.near_plane, s.far_plane,
+        s.radius_clip, s.eps2d, s.tile_size, primitive,
     )  # fmt: skip
     C, H, W, L = ids.shape
     pad = torch.full((C, H, W, k), -1, dtype=torch.long, device=ids.device)

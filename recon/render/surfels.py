@@ -42,8 +42,8 @@ ignored as for 3D Gaussians) and surfel n:
    3D Gaussians.
 7. Gradients reach means, quats, scales[:, :2], opacities, colours / SH coefficients and backgrounds. The kernel
    reads (means2d, z, payload): means reach it through means2d and z, quats and scales through the payload (and
-   quats through the normal). eps2d is not used. The C++ compositor tells the surfel kernel from the 3D-Gaussian
-   one by the payload size (6 against the conic's 3).
+   quats through the normal). eps2d is not used. The C++ compositor runs the surfel kernel by its id (the
+   descriptor in ``primitives.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .outputs import ALPHA_MAX, ALPHA_MIN
 from .projection import quat_to_rotmat, tile_ranges
 
 __all__ = ["SurfelProjection", "project_surfels", "surfel_kernel", "RADIUS_MAX"]
@@ -216,3 +217,22 @@ def surfel_kernel(
     with torch.no_grad():
         valid = torch.isfinite(rho) & torch.isfinite(zp)
     return g, zp, valid
+
+
+def surfel_alpha(
+    m2d: Tensor, payload: Tensor, depths: Tensor, opac: Tensor, entry_ok: Tensor, px: Tensor, py: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(α, z_p) [t,P,K] of K surfels at P pixel centres (steps 5-6); α is 0 where skipped
+    (α < ALPHA_MIN, padding, undefined kernel) and z_p is 0 there too, so zero weights never meet a NaN.
+
+    ``m2d`` is [t,K,2], or [t,P,K,2] when the caller needs per-pixel gradients of the centres.
+    """
+    if m2d.dim() == 3:
+        m2d = m2d.unsqueeze(1)
+    g, zp, valid = surfel_kernel(
+        m2d, payload.unsqueeze(1), depths.unsqueeze(1), px.unsqueeze(-1), py.unsqueeze(-1)
+    )
+    alpha = torch.clamp(opac.unsqueeze(1) * g, max=ALPHA_MAX)
+    ok = valid & (alpha >= ALPHA_MIN) & entry_ok.unsqueeze(1)
+    zero = torch.zeros_like(alpha)
+    return torch.where(ok, alpha, zero), torch.where(ok, zp, zero)

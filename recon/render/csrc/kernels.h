@@ -1,7 +1,8 @@
 // Per-pixel kernels of the primitives that share the tile compositor (DESIGN.md §3, METHODS.md §2.3).
 //
-// A kernel policy K<T> supplies, for one primitive with screen centre (mx, my), centre depth z and a payload of
-// K::kPayload numbers:
+// A kernel policy K<T> has an id K::kId (the kernel id the Python primitive descriptor passes to every entry point;
+// never inferred from the payload size) and supplies, for one primitive with screen centre (mx, my), centre depth z
+// and a payload of K::kPayload numbers:
 //   prepare(mx, my, z, payload, kmin, prim, ext_x, ext_y): once per (primitive, tile); false if the primitive can
 //       never reach a kernel value of kmin (= alpha_min / opacity); otherwise fills `prim` and a conservative
 //       half-extent in pixels of the region where it may, so the compositor visits only those pixels;
@@ -26,6 +27,8 @@ struct GaussianKernel {
   using V = typename S::V;
   using M = typename S::M;
 
+  // Kernel id (the Python descriptor passes it explicitly; recon/render/primitives.py).
+  static constexpr int kId = 0;
   // Payload: the conic (inverse of the 2D covariance) as (a, b, c) = [[a, b], [b, c]].
   static constexpr int kPayload = 3;
   static constexpr bool kPixelDepth = false;
@@ -88,6 +91,7 @@ struct SurfelKernel {
   using V = typename S::V;
   using M = typename S::M;
 
+  static constexpr int kId = 1;  // recon/render/primitives.py
   static constexpr int kPayload = 6;
   static constexpr bool kPixelDepth = true;
 

@@ -43,7 +43,7 @@ std::vector<at::Tensor> bin_primitives(const at::Tensor& means2d, const at::Tens
                                           const at::Tensor& depths, int64_t tile_size, int64_t tile_width,
                                           int64_t tile_height);
 
-std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::Tensor& payload,
+std::vector<at::Tensor> rasterize_forward(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
                                              const at::Tensor& opacities, const at::Tensor& depths,
                                              const at::Tensor& features, const at::Tensor& backgrounds,
                                              const at::Tensor& tile_offsets, const at::Tensor& ids,
@@ -51,7 +51,7 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
                                              bool want_median, bool want_l1, bool want_ndc2, double alpha_max, double alpha_min,
                                              double t_eps, double ndc_near, double ndc_far);
 
-at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& payload,
+at::Tensor rasterize_backward(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
                                  const at::Tensor& opacities, const at::Tensor& depths,
                                  const at::Tensor& features, const at::Tensor& backgrounds,
                                  const at::Tensor& tile_offsets, const at::Tensor& ids,
@@ -63,7 +63,7 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
                                  const at::Tensor& g_l1, const at::Tensor& g_ndc2, double alpha_max,
                                  double alpha_min, double t_eps, double ndc_near, double ndc_far);
 
-std::vector<at::Tensor> rasterize_contributors(const at::Tensor& means2d, const at::Tensor& payload,
+std::vector<at::Tensor> rasterize_contributors(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
                                                   const at::Tensor& opacities, const at::Tensor& depths,
                                                   const at::Tensor& features, const at::Tensor& backgrounds,
                                                   const at::Tensor& tile_offsets, const at::Tensor& ids,

@@ -587,12 +587,14 @@ void backward_impl(const BwdArgs<T>& a, int64_t C, int64_t N, const int64_t* gof
   }
 }
 
-// Calls f.template operator()<Kern, FC>() with the kernel policy of the payload size (3: 3D Gaussian conic, 6:
-// surfel axes) and the channel count as a constant where it is a common one.
+// Calls f.template operator()<Kern, FC>() with the kernel policy whose id is `kernel_id` (checked against the
+// payload size) and the channel count as a constant where it is a common one. Adding a primitive: one case here.
 template <typename T, typename Fn>
-void dispatch_kernel(int P, int F, Fn&& fn) {
+void dispatch_kernel(int64_t kernel_id, int P, int F, Fn&& fn) {
   auto with_kernel = [&](auto kern_tag) {
     using Kern = typename decltype(kern_tag)::type;
+    TORCH_CHECK(P == Kern::kPayload, "rasterize: kernel ", kernel_id, " reads ", Kern::kPayload,
+                " payload numbers per primitive, got ", P);
     switch (F) {
       case 0: fn.template operator()<Kern, 0>(); break;
       case 3: fn.template operator()<Kern, 3>(); break;
@@ -600,12 +602,10 @@ void dispatch_kernel(int P, int F, Fn&& fn) {
       default: fn.template operator()<Kern, -1>(); break;
     }
   };
-  if (P == GaussianKernel<T>::kPayload) {
-    with_kernel(std::type_identity<GaussianKernel<T>>{});
-  } else if (P == SurfelKernel<T>::kPayload) {
-    with_kernel(std::type_identity<SurfelKernel<T>>{});
-  } else {
-    TORCH_CHECK(false, "rasterize: payload of ", P, " numbers matches no primitive kernel (3: Gaussian, 6: surfel)");
+  switch (kernel_id) {
+    case GaussianKernel<T>::kId: with_kernel(std::type_identity<GaussianKernel<T>>{}); break;
+    case SurfelKernel<T>::kId: with_kernel(std::type_identity<SurfelKernel<T>>{}); break;
+    default: TORCH_CHECK(false, "rasterize: no primitive kernel has id ", kernel_id);
   }
 }
 struct Common {
@@ -751,8 +751,8 @@ void contributors_impl(const Layout& L, const Grid& grid, const T* rec, const in
 
 // Returns {features [C,H,W,F], depth [C,H,W] (sum w z), alpha [C,H,W], T_final [C,H,W], last [C,H,W],
 // median index [C,H,W], median depth [C,H,W], distort_l1 [C,H,W], distort_ndc2 [C,H,W], sums [C,H,W,5]}; the
-// depth, median and distortion tensors are empty unless asked for. The kernel follows the payload size.
-std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::Tensor& payload,
+// depth, median and distortion tensors are empty unless asked for. `kernel_id` names the primitive kernel.
+std::vector<at::Tensor> rasterize_forward(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
                                              const at::Tensor& opacities, const at::Tensor& depths,
                                              const at::Tensor& features, const at::Tensor& backgrounds,
                                              const at::Tensor& tile_offsets, const at::Tensor& ids,
@@ -800,14 +800,14 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
                  (want_l1 || want_ndc2) ? out_sums.data_ptr<T>() : nullptr,
                  out_last.data_ptr<int32_t>(),
                  want_median ? out_med_idx.data_ptr<int32_t>() : nullptr};
-    dispatch_kernel<T>(cm.L.P, cm.L.F, [&]<typename Kern, int FC>() { forward_impl<T, Kern, FC>(a, C); });
+    dispatch_kernel<T>(kernel_id, cm.L.P, cm.L.F, [&]<typename Kern, int FC>() { forward_impl<T, Kern, FC>(a, C); });
   });
   return {out_feat, out_depth, out_alpha, out_T, out_last, out_med_idx, out_med, out_l1, out_ndc2, out_sums};
 }
 
 // Returns the per-primitive gradient rows [C,N,8+P+F]: d means2d (2), d payload (P), d opacity, d depth,
 // d features (F), sum over pixels of |d means2d| (2). Gradient maps that are empty count as zero.
-at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& payload,
+at::Tensor rasterize_backward(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
                                  const at::Tensor& opacities, const at::Tensor& depths,
                                  const at::Tensor& features, const at::Tensor& backgrounds,
                                  const at::Tensor& tile_offsets, const at::Tensor& ids,
@@ -857,7 +857,7 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
                  opt_ptr<T>(g_ndc2),
                  Consts<T>(k),
                  slot_grad.get()};
-    dispatch_kernel<T>(cm.L.P, cm.L.F, [&]<typename Kern, int FC>() {
+    dispatch_kernel<T>(kernel_id, cm.L.P, cm.L.F, [&]<typename Kern, int FC>() {
       backward_impl<T, Kern, FC>(a, cm.C, cm.N, gauss_offsets.data_ptr<int64_t>(), out.data_ptr<T>());
     });
   });
@@ -866,7 +866,7 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& paylo
 
 // Returns {first [C,H,W,K], last [C,H,W,K]} int32: the camera-flattened ids (c*N + n) of the first K and the last
 // K primitives each pixel composites, both in compositing order, -1 where a pixel composites fewer. No gradient.
-std::vector<at::Tensor> rasterize_contributors(const at::Tensor& means2d, const at::Tensor& payload,
+std::vector<at::Tensor> rasterize_contributors(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
                                                   const at::Tensor& opacities, const at::Tensor& depths,
                                                   const at::Tensor& features, const at::Tensor& backgrounds,
                                                   const at::Tensor& tile_offsets, const at::Tensor& ids,
@@ -885,7 +885,7 @@ std::vector<at::Tensor> rasterize_contributors(const at::Tensor& means2d, const 
     std::vector<T> rec;
     pack_records<T>(cm.L, C * cm.N, means2d.data_ptr<T>(), payload.data_ptr<T>(), opacities.data_ptr<T>(),
                     depths.data_ptr<T>(), features.data_ptr<T>(), rec);
-    dispatch_kernel<T>(cm.L.P, 0, [&]<typename Kern, int FC>() {
+    dispatch_kernel<T>(kernel_id, cm.L.P, 0, [&]<typename Kern, int FC>() {
       contributors_impl<T, Kern>(cm.L, cm.grid, rec.data(), tile_offsets.data_ptr<int32_t>(),
                                  ids.data_ptr<int32_t>(), Consts<T>(rk), int(k), C, out_first.data_ptr<int32_t>(),
                                  out_last.data_ptr<int32_t>());
