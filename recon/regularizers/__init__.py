@@ -1,14 +1,11 @@
-"""Geometric regularizers: one file per regularizer, the framework in ``base`` (imported first, on purpose)."""
+"""Geometric regularizers: one file per regularizer, the framework in ``base``, the list of them in ``registry``.
 
-from .base import (
-    RegContext,
-    Regularizer,
-    RegularizerConfig,
-    RegularizersConfig,
-    build_regularizers,
-    needed_outputs,
-    regularization_terms,
-)
+Imports point one way: each regularizer imports ``base``; ``registry`` imports ``base`` and every regularizer;
+this package imports ``base`` and ``registry``. Nothing imports the package from inside it.
+"""
+
+from .base import RegContext, Regularizer, RegularizerConfig, needed_outputs, regularization_terms
+from .registry import RegularizersConfig, build_regularizers, check_supported
 
 __all__ = [
     "RegContext",
@@ -16,6 +13,7 @@ __all__ = [
     "RegularizerConfig",
     "RegularizersConfig",
     "build_regularizers",
+    "check_supported",
     "needed_outputs",
     "regularization_terms",
 ]

@@ -1,5 +1,6 @@
-"""The regularizer framework (DESIGN.md §3): a config dataclass per regularizer plus a class with ``needs`` and
-``loss(ctx)``.
+"""The regularizer framework (DESIGN.md §3): a config dataclass per regularizer plus a class with ``needs``,
+``requires`` and ``loss(ctx)``. Helpers shared by several regularizers live here too; the regularizers themselves
+live one per file and are listed in ``registry`` (this module imports none of them).
 
 Why this shape: the trainer renders each view once, so it must know beforehand which maps every active term reads
 (``needed_outputs``); each term comes back already weighted and named, so the trainer sums them and logs each by
@@ -12,12 +13,24 @@ time budget).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from recon.render.outputs import OUTPUT_NAMES, RenderOutputs
+
+# What a representation may offer a regularizer (representations expose ``capabilities: frozenset[str]``), each
+# with the words ``check_supported`` uses when one is missing.
+CAPABILITIES: dict[str, str] = {
+    # per-primitive parameters in ctx.params: means, log scales [N,3], quats, logit opacities, sh0/shN
+    "primitives": "per-primitive parameters",
+    # primitives with three axes, so there is a thickness to shrink (2D surfels are flat and lack it)
+    "volumetric": "volumetric primitives",
+    # the per-pixel contributor-id query (recon.render.contributors) of the cpu and reference rasterizers
+    "contributors": "the per-pixel contributor query of the cpu/reference rasterizers",
+}
 
 
 @dataclass
@@ -50,11 +63,24 @@ def window_active(step: int, start: int, end: int) -> bool:
 
 
 class Regularizer:
-    """Base class: subclasses set ``name`` and ``needs`` and implement ``loss``."""
+    """Base class: subclasses set ``name`` (their ``reg.<name>`` config key), ``config_class``, ``needs`` and
+    ``requires``, and implement ``loss``."""
 
     name: str = "reg"
+    # the config dataclass this regularizer is built from (the registry makes its defaults from it)
+    config_class: ClassVar[type[RegularizerConfig]] = RegularizerConfig
     # RenderOutputs field names the term reads from the step's render (plus "info"/"params" for documentation).
     needs: tuple[str, ...] = ()
+    # CAPABILITIES a representation must offer for this term (empty: it reads only render maps)
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = sorted(set(cls.requires) - CAPABILITIES.keys())
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.requires names unknown capabilities {unknown}; known: {list(CAPABILITIES)}"
+            )
 
     def __init__(self, cfg: RegularizerConfig):
         self.cfg = cfg
@@ -95,43 +121,11 @@ def regularization_terms(regs: list[Regularizer], ctx: RegContext) -> dict[str, 
     return terms
 
 
-# The per-regularizer configs live beside their implementations; they import this module's base classes, so
-# these imports come last (the package __init__ imports this module first, so the order always holds).
-from .distortion import Distortion, DistortionConfig  # noqa: E402
-from .flatten import Flatten, FlattenConfig  # noqa: E402
-from .nearfar import NearFar, NearFarConfig  # noqa: E402
-from .normal_consistency import NormalConsistency, NormalConsistencyConfig  # noqa: E402
-from .sugar import Sugar, SugarConfig  # noqa: E402
-from .tlog import TLog, TLogConfig  # noqa: E402
-
-
-@dataclass
-class RegularizersConfig:
-    """One entry per regularizer (``reg.<name>.*`` in presets and ``--set``); all off by default."""
-
-    dist: DistortionConfig = field(default_factory=DistortionConfig)  # depth distortion (METHODS §3.2a/b)
-    normal: NormalConsistencyConfig = field(default_factory=NormalConsistencyConfig)  # §3.2e
-    sugar: SugarConfig = field(default_factory=SugarConfig)  # SuGaR density/normal/entropy (§3.4)
-    nearfar: NearFarConfig = field(default_factory=NearFarConfig)  # LE3D near–far (§3.3a)
-    tlog: TLogConfig = field(default_factory=TLogConfig)  # LE3D coverage (§3.3b)
-    flat: FlattenConfig = field(default_factory=FlattenConfig)  # PGSR's shortest-axis shrink
-
-
-_CLASSES: dict[str, type[Regularizer]] = {
-    "dist": Distortion,
-    "normal": NormalConsistency,
-    "sugar": Sugar,
-    "nearfar": NearFar,
-    "tlog": TLog,
-    "flat": Flatten,
-}
-
-
-def build_regularizers(cfg: RegularizersConfig) -> list[Regularizer]:
-    """The regularizers switched on in ``cfg`` (weight > 0; for SuGaR, any of its term weights > 0)."""
-    regs = []
-    for f in fields(cfg):
-        reg = _CLASSES[f.name](getattr(cfg, f.name))
-        if reg.enabled():
-            regs.append(reg)
-    return regs
+def visible_ids(info: dict, n: int, device) -> Tensor:
+    """Ids of the primitives with a non-zero screen radius in any rendered camera (all ``n`` when ``info`` has no
+    radii)."""
+    radii = info.get("radii") if info else None
+    if radii is None:
+        return torch.arange(n, device=device)
+    r = radii if radii.dim() == 2 else radii.amax(-1)  # [C,N]
+    return torch.nonzero((r > 0).any(0)).squeeze(1)

@@ -27,6 +27,7 @@ class DistortionConfig(RegularizerConfig):
 
 class Distortion(Regularizer):
     name = "dist"
+    config_class = DistortionConfig
 
     def __init__(self, cfg: DistortionConfig):
         super().__init__(cfg)

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import RegContext, Regularizer, RegularizerConfig
-from .sugar import visible_ids
+from .base import RegContext, Regularizer, RegularizerConfig, visible_ids
 
 
 @dataclass
@@ -35,6 +34,8 @@ def thickness_pixels(means: Tensor, log_scales: Tensor, viewmat: Tensor, K: Tens
 
 class Flatten(Regularizer):
     name = "flat"
+    config_class = FlattenConfig
+    requires = frozenset({"primitives", "volumetric"})  # surfels are flat already
     needs = ("info", "params")  # no render maps: visibility comes from info["radii"]
 
     def loss(self, ctx: RegContext) -> dict[str, Tensor]:

@@ -86,6 +86,8 @@ def contributor_sets(first_k_ids: Tensor, last_k_ids: Tensor) -> tuple[Tensor, T
 
 class NearFar(Regularizer):
     name = "nearfar"
+    config_class = NearFarConfig
+    requires = frozenset({"primitives", "contributors"})
     needs = ("params",)  # ids come from an extra compositing pass, depth and alpha from two extra renders
 
     def __init__(self, cfg: NearFarConfig):

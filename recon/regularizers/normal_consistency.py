@@ -77,6 +77,7 @@ def normal_error(normal: Tensor, surf_normal: Tensor) -> Tensor:
 
 class NormalConsistency(Regularizer):
     name = "normal"
+    config_class = NormalConsistencyConfig
 
     def __init__(self, cfg: NormalConsistencyConfig):
         super().__init__(cfg)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from recon.render.projection import quat_to_rotmat
 
-from .base import RegContext, Regularizer, RegularizerConfig, window_active
+from .base import RegContext, Regularizer, RegularizerConfig, visible_ids, window_active
 
 MAX_SQ_DIST = 1e8
 
@@ -74,15 +74,6 @@ def knn_graph(means: Tensor, k: int) -> Tensor:
     _, idx = cKDTree(pts).query(pts, k=k)
     idx = np.asarray(idx).reshape(len(pts), k)
     return torch.from_numpy(idx.astype(np.int64)).to(means.device)
-
-
-def visible_ids(info: dict, n: int, device) -> Tensor:
-    """Ids of the Gaussians with a non-zero screen radius in any rendered camera."""
-    radii = info.get("radii") if info else None
-    if radii is None:
-        return torch.arange(n, device=device)
-    r = radii if radii.dim() == 2 else radii.amax(-1)  # [C,N]
-    return torch.nonzero((r > 0).any(0)).squeeze(1)
 
 
 def sample_points(mu: Tensor, rot: Tensor, scales: Tensor, scale_factor: float) -> Tensor:
@@ -131,6 +122,8 @@ def opacity_entropy(opac: Tensor) -> Tensor:
 
 class Sugar(Regularizer):
     name = "sugar"
+    config_class = SugarConfig
+    requires = frozenset({"primitives"})
     needs = ("info", "params")  # no extra render maps: visibility comes from info["radii"]
 
     def __init__(self, cfg: SugarConfig):

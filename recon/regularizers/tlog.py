@@ -29,6 +29,7 @@ def tlog(alpha: Tensor) -> Tensor:
 
 class TLog(Regularizer):
     name = "tlog"
+    config_class = TLogConfig
     needs = ("alpha",)
 
     def loss(self, ctx: RegContext) -> dict[str, Tensor]:

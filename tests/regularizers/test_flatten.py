@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recon.regularizers.base import RegularizersConfig, build_regularizers
+from recon.regularizers import RegularizersConfig, build_regularizers
 from recon.regularizers.flatten import Flatten, FlattenConfig, thickness_pixels
 
 from .helpers import camera, context, params_of, quat_about_x
