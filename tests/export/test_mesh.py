@@ -23,6 +23,7 @@ from recon.export.mesh import (
     MeshOptions,
     TSDFFusion,
     TSDFParams,
+    ViewMaps,
     camera_sphere,
     clean_mesh,
     extract_mesh,
@@ -30,13 +31,15 @@ from recon.export.mesh import (
     level_set_points,
     poisson_mesh,
     render_view,
+    select_views,
     to_trimesh,
+    tsdf_mesh,
     tsdf_params,
     upsample_factor,
     upsample_maps,
     write_mesh,
 )
-from recon.models.gaussians import GaussianModel, rgb_to_sh0
+from recon.models.splats import SplatModel, rgb_to_sh0
 
 ICO = trimesh.creation.icosphere(subdivisions=5)
 
@@ -66,7 +69,7 @@ def sphere_depth(cams: Cameras, i: int, r: float = 1.0) -> np.ndarray:
     return np.where(disc > 0, (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), 0.0).astype(np.float32)
 
 
-def tangent_sphere_model(n: int = 1000, rgb=(0.2, 0.6, 0.4), opacity: float = 0.95) -> GaussianModel:
+def tangent_sphere_model(n: int = 1000, rgb=(0.2, 0.6, 0.4), opacity: float = 0.95) -> SplatModel:
     """Flat Gaussians tangent to the unit sphere on a Fibonacci lattice, scales (0.6a, 0.6a, 0.01a) with a the
     lattice spacing. Opaque by default, as trained surfaces are: with the partition-of-unity opacity
     a²/(2π(0.6a)²) ≈ 0.44 the back of the sphere shows through and pulls the expected depth behind the front."""
@@ -88,7 +91,7 @@ def tangent_sphere_model(n: int = 1000, rgb=(0.2, 0.6, 0.4), opacity: float = 0.
         "sh0": rgb_to_sh0(torch.tensor(rgb).repeat(n, 1, 1)),
         "shN": torch.zeros(n, 0, 3),
     }
-    return GaussianModel(params, 0)
+    return SplatModel(params, 0)
 
 
 def test_camera_sphere_is_the_look_at_point():
@@ -168,6 +171,24 @@ def test_upsampled_fusion_tracks_the_surface_more_closely():
     assert errors[4] < 0.7 * errors[1]
 
 
+def test_tsdf_mesh_fuses_what_a_render_function_returns():
+    """TSDF fusion takes camera index -> ViewMaps, not a model: ray-cast sphere depth meshes the sphere."""
+    cams = ring_cameras(24, 3.0, 48, 50.0)
+    rendered = []
+
+    def render(i: int) -> ViewMaps:
+        rendered.append(i)
+        depth = sphere_depth(cams, i)
+        rgb = np.full((*depth.shape, 3), 0.25, np.float32)
+        return ViewMaps(rgb=rgb, alpha=(depth > 0).astype(np.float32), depth=depth, depth_median=depth)
+
+    raw, surface, info = tsdf_mesh(render, cams, MeshOptions(voxel=0.02, max_views=12))
+    assert rendered == select_views(24, 12).tolist()
+    assert info["voxel"] == 0.02 and len(surface) > 500
+    assert np.abs(np.linalg.norm(surface, axis=1) - 1).max() < 1e-4  # the depth points lie on the sphere
+    assert mesh_scores(to_trimesh(raw), ICO, n_samples=30_000).chamfer_l1 < 0.02
+
+
 def test_a_grid_too_large_for_open3d_stops_with_a_message(monkeypatch):
     cams = ring_cameras(4, 3.0, 32, 35.0)
     fusion = TSDFFusion(TSDFParams(voxel=0.02, sdf_trunc=0.08, depth_trunc=6.0))
@@ -175,7 +196,7 @@ def test_a_grid_too_large_for_open3d_stops_with_a_message(monkeypatch):
         fusion.integrate(
             sphere_depth(cams, i), np.full((32, 32, 3), 0.5, np.float32), cams.Ks[i], cams.viewmats[i]
         )
-    monkeypatch.setattr("recon.export.mesh.MAX_TSDF_BLOCKS", 10)
+    monkeypatch.setattr("recon.export.mesh.tsdf.MAX_TSDF_BLOCKS", 10)
     with pytest.raises(ReconError, match="larger --voxel"):
         fusion.mesh()
 
@@ -297,7 +318,7 @@ def test_cli_exports_meshes_of_a_run(sphere_run, tmp_path, capsys):
 def test_cli_default_median_depth_meshes_surfels(sphere_run, tmp_path):
     """Surfels' median depth is their exact ray-plane depth per pixel, so the default export needs no blending."""
     flat = tangent_sphere_model(1500)
-    GaussianModel(flat.params, 0, primitive="surfel2d").save_ply(sphere_run / "splats.ply")
+    SplatModel(flat.params, 0, primitive="surfel2d").save_ply(sphere_run / "splats.ply")
     out = tmp_path / "surfels.ply"
     assert main(["export", str(sphere_run), "--mesh", str(out)]) == 0
     assert mesh_scores(trimesh.load(out, process=False), ICO, n_samples=30_000).chamfer_l1 < 0.03
