@@ -20,10 +20,9 @@ from recon.data.errors import ReconError
 from .base import CAPABILITIES, Regularizer
 from .distortion import Distortion, DistortionConfig
 from .flatten import Flatten, FlattenConfig
+from .mcmc_l1 import OpacityL1, OpacityL1Config, ScaleL1, ScaleL1Config
 from .nearfar import NearFar, NearFarConfig
 from .normal_consistency import NormalConsistency, NormalConsistencyConfig
-from .opacity_l1 import OpacityL1, OpacityL1Config
-from .scale_l1 import ScaleL1, ScaleL1Config
 from .sugar import Sugar, SugarConfig
 from .tlog import TLog, TLogConfig
 

@@ -15,9 +15,8 @@ import torch
 from recon.data.errors import ReconError
 from recon.regularizers import RegularizersConfig, build_regularizers, check_supported, regularization_terms
 from recon.regularizers.base import CAPABILITIES, RegContext, Regularizer, RegularizerConfig
-from recon.regularizers.opacity_l1 import OpacityL1, OpacityL1Config
+from recon.regularizers.mcmc_l1 import OpacityL1, OpacityL1Config, ScaleL1, ScaleL1Config
 from recon.regularizers.registry import REGULARIZERS, _table, entry
-from recon.regularizers.scale_l1 import ScaleL1, ScaleL1Config
 from recon.render.outputs import RenderOutputs
 from recon.train.overrides import merge, parse_set
 from tests.paths import REPO
