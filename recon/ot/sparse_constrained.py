@@ -6,6 +6,9 @@ L-BFGS; the plan is read off the dual variables column by column, so the k-spars
              T_{:,j} = [x]₊ on topk(x), divided by γ;
 - semi-dual: max_α αᵀa − Σ_j b_j maxΩ(α − C_{:,j}),  t* = k-sparse simplex projection of x/(b_j γ),
              maxΩ(x) = ⟨x, t*⟩ − (γ/2) b_j ‖t*‖²,  T_{:,j} = b_j t*  (columns exact, rows at the optimum).
+The duals solve a convex relaxation of the (non-convex) primal: when k is too small for the marginals to be met
+(say n > k·m, or k = 1 with masses that do not split evenly) the plan read off the optimum misses them, and
+`error` says by how much; POT behaves the same. Where they are met the value is differentiable in C.
 """
 
 from __future__ import annotations
