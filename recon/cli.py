@@ -144,7 +144,7 @@ def _run_train(args) -> int:
         "run": str(result.run),
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
-        "num_gaussians": result.num_gaussians,
+        "num_primitives": result.num_primitives,
         **{k: result.metrics.get(k) for k in ("psnr", "ssim")},
     }
     print(json.dumps(summary))

@@ -57,7 +57,7 @@ from recon.export.mesh import (
     tsdf_params,
     write_mesh,
 )
-from recon.models.gaussians import GaussianModel, rgb_to_sh0
+from recon.models.splats import SplatModel, rgb_to_sh0
 from recon.train.config import Config
 from recon.train.overrides import load_yaml, merge, parse_set
 from recon.train.trainer import train
@@ -195,7 +195,7 @@ def score(mesh_path: Path, gt: trimesh.Trimesh, box, cameras) -> dict:
     return out
 
 
-def surface_model(gt: trimesh.Trimesh, n: int, seed: int = 0) -> GaussianModel:
+def surface_model(gt: trimesh.Trimesh, n: int, seed: int = 0) -> SplatModel:
     """n flat, opaque Gaussians tangent to the ground-truth surface (area-uniform), for timing the export."""
     pts, face = trimesh.sample.sample_surface(gt, n, seed=seed)
     normals = gt.face_normals[face]
@@ -215,7 +215,7 @@ def surface_model(gt: trimesh.Trimesh, n: int, seed: int = 0) -> GaussianModel:
         "sh0": rgb_to_sh0(torch.full((n, 1, 3), 0.5)),
         "shN": torch.zeros(n, 0, 3),
     }
-    return GaussianModel(params, 0)
+    return SplatModel(params, 0)
 
 
 def ground_truth_depth(gt: trimesh.Trimesh, cameras, i: int) -> np.ndarray:
@@ -302,7 +302,7 @@ def main() -> None:
             res = train(scene, run, cfg, overwrite=True, console=console)
             entry = {
                 "steps": res.steps,
-                "num_gaussians": res.num_gaussians,
+                "num_gaussians": res.num_primitives,
                 "psnr_test": res.metrics.get("psnr"),
                 "ssim_test": res.metrics.get("ssim"),
             }

@@ -24,7 +24,7 @@ from gsplat.strategy import DefaultStrategy
 
 from recon.data.cameras import intrinsics_matrix, look_at_viewmat
 from recon.losses.photometric import photometric_loss
-from recon.models.gaussians import GaussianModel
+from recon.models.splats import SplatModel
 from recon.render import rasterize
 from recon.train.config import Config
 from recon.train.trainer import make_optimizers
@@ -42,7 +42,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     xyz = rng.normal(0, 1.0, (args.n, 3)).astype(np.float32)
     rgb = rng.integers(0, 256, (args.n, 3), dtype=np.uint8)
-    model = GaussianModel.from_points(xyz, rgb, sh_degree=3)
+    model = SplatModel.from_points(xyz, rgb, sh_degree=3)
     cfg = Config()
     optimizers = make_optimizers(model, cfg, 1.0)
     strategy = DefaultStrategy(refine_start_iter=10**9)

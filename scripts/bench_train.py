@@ -53,7 +53,7 @@ def main() -> None:
                 "time_budget_s": args.time_budget,
                 "steps": result.steps,
                 "steps_per_second": round(result.steps / result.seconds, 3),
-                "num_gaussians": result.num_gaussians,
+                "num_gaussians": result.num_primitives,
                 "psnr_test": result.metrics.get("psnr"),
                 "ssim_test": result.metrics.get("ssim"),
                 "n_test": result.metrics.get("n_images"),

@@ -186,7 +186,7 @@ def bench_training(run: Path, steps: int, block: int, refresh_every: int, browse
         "block": block,
         "refresh_every": refresh_every,
         "browser": browser,
-        "n_gaussians_training": result.num_gaussians,
+        "n_gaussians_training": result.num_primitives,
         "sec_per_step_off": round(float(off), 4),
         "sec_per_step_on": round(float(on), 4),
         "slowdown": round(float(on / off - 1), 4),

@@ -21,7 +21,7 @@ from recon.data.scene import Scene
 from . import scene_nodes as nodes
 from .ports import find_free_port, url_for
 from .render_panel import RenderPanel
-from .snapshot import SplatSnapshot
+from .snapshot import ModelSnapshot
 from .targets import ViewTarget, load_target
 
 
@@ -34,7 +34,7 @@ class Viewer:
         self.port = server.get_port()
         self.url = url_for(host, self.port)
         self._lock = threading.Lock()
-        self._snapshot: SplatSnapshot | None = None
+        self._snapshot: ModelSnapshot | None = None
         self.scene: Scene | None = None
         self.frame: nodes.Frame | None = None
         self.nodes: dict[str, object] = {}  # scene-node handles by name (frusta under /cameras/NNNNN)
@@ -53,11 +53,11 @@ class Viewer:
         self.render_panel = RenderPanel(server, self.snapshot, backend)
 
     # ----- content -----
-    def snapshot(self) -> SplatSnapshot | None:
+    def snapshot(self) -> ModelSnapshot | None:
         with self._lock:
             return self._snapshot
 
-    def set_splats(self, snapshot: SplatSnapshot) -> None:
+    def set_splats(self, snapshot: ModelSnapshot) -> None:
         """Show (or replace) the Gaussians; the render panel renders this copy from now on."""
         with self._lock:
             self._snapshot = snapshot
@@ -101,7 +101,7 @@ class Viewer:
 
     def show(self, target: ViewTarget) -> None:
         """Everything a `recon view` target holds, and its statistics."""
-        means = None if target.model is None else target.model.params["means"].detach().numpy()
+        means = None if target.model is None else target.model.preview().means
         vertices = None if target.mesh is None else np.asarray(target.mesh.vertices)
         self.show_scene(
             target.scene,
@@ -111,7 +111,7 @@ class Viewer:
             extent_of=means if means is not None else vertices,
         )
         if target.model is not None:
-            self.set_splats(SplatSnapshot.of(target.model, step=target.step))
+            self.set_splats(ModelSnapshot.of(target.model, step=target.step))
         if target.mesh is not None:
             self.nodes[nodes.MESH] = nodes.add_mesh(self.server, target.mesh)
         self.stats.content = stats_markdown(target, self.frame)
@@ -129,8 +129,8 @@ class Viewer:
 def stats_markdown(target: ViewTarget, frame: nodes.Frame | None) -> str:
     rows = [f"**{target.kind}** `{target.path.name or target.path}`"]
     if target.model is not None:
-        kind = "Surfels" if target.model.primitive == "surfel2d" else "Gaussians"
-        rows.append(f"{kind}: {len(target.model):,} (SH degree {target.model.sh_degree})")
+        noun = target.model.noun
+        rows.append(f"{noun[:1].upper() + noun[1:]}: {len(target.model):,} (SH degree {target.model.max_sh_degree})")
     if target.step is not None:
         rows.append(f"Step: {target.step:,}")
     if target.scene is not None:

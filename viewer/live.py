@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .app import Viewer, start_viewer
-from .snapshot import SplatSnapshot
+from .snapshot import ModelSnapshot
 from .throttle import RefreshThrottle
 from .worker import LatestWorker
 
@@ -162,7 +162,7 @@ class LiveViewer:
 
     def _push(self, trainer, stats: dict, step: int) -> None:
         t0 = time.perf_counter()
-        snapshot = SplatSnapshot.of(trainer.model, stats.get("sh_degree"), step)
+        snapshot = ModelSnapshot.of(trainer.model, stats.get("sh_degree"), step)
         copy_seconds = time.perf_counter() - t0
         self.throttle.started(copy_seconds)
         figures = self._figures(trainer, stats)

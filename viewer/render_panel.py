@@ -1,4 +1,4 @@
-"""The render panel: render the browser's current view with `recon.render.rasterize` and show it in the page.
+"""The render panel: render the browser's current view through the model's own renderer and show it in the page.
 
 This is the renderer the model was trained with (full SH colour, exact compositing), unlike viser's WebGL
 splats, and it shows the maps the regularizers act on: expected depth, normals, alpha and depth distortion.
@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 import viser
 
-from recon.render import RenderOutputs, rasterize
+from recon.render import RenderOutputs
 
 from .camera import viewer_camera
-from .snapshot import SplatSnapshot
+from .snapshot import ModelSnapshot
 from .worker import LatestWorker
 
 # Display name -> maps to render. Every mode but RGB composites its colour map over the background with alpha.
@@ -42,11 +41,11 @@ class RenderResult:
     K: np.ndarray
     mode: str
     seconds: float  # render + colour mapping + hand-over to the page
-    snapshot: SplatSnapshot
+    snapshot: ModelSnapshot
 
 
 def render_view(
-    snapshot: SplatSnapshot,
+    snapshot: ModelSnapshot,
     viewmat: np.ndarray,
     K: np.ndarray,
     width: int,
@@ -58,19 +57,7 @@ def render_view(
     """[H,W,3] uint8 image of ``mode`` seen from (``viewmat``, ``K``)."""
     if mode not in MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose from {list(MODES)}")
-    bg = torch.tensor(background, dtype=torch.float32)
-    with torch.no_grad():
-        out, _ = rasterize(
-            **snapshot.render_inputs,
-            viewmats=torch.as_tensor(viewmat, dtype=torch.float32)[None],
-            Ks=torch.as_tensor(K, dtype=torch.float32)[None],
-            width=int(width),
-            height=int(height),
-            sh_degree=snapshot.sh_degree,
-            backgrounds=bg[None],
-            outputs=MODES[mode],
-            backend=backend,
-        )
+    out = snapshot.render(viewmat, K, width, height, MODES[mode], background, backend)
     return colorize(out, mode, np.asarray(background, np.float32))
 
 
@@ -126,7 +113,7 @@ class RenderPanel:
     def __init__(
         self,
         server: viser.ViserServer,
-        source: Callable[[], SplatSnapshot | None],
+        source: Callable[[], ModelSnapshot | None],
         backend: str = "auto",
         background=(1.0, 1.0, 1.0),
     ):
@@ -179,7 +166,7 @@ class RenderPanel:
         self.last = RenderResult(image, viewmat, K, mode, seconds, snapshot)
         step = "" if snapshot.step is None else f", step {snapshot.step:,}"
         self.info.content = (
-            f"{mode}, {width}x{height}, {len(snapshot):,} Gaussians{step}: "
+            f"{mode}, {width}x{height}, {len(snapshot):,} {snapshot.noun}{step}: "
             f"{1000 * seconds:.0f} ms ({1 / seconds:.1f} fps, backend {self.backend})"
         )
         return self.last

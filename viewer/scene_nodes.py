@@ -18,7 +18,7 @@ import viser
 from recon.data.scene import Scene
 
 from .camera import fov_from_intrinsics, pose_from_viewmat
-from .snapshot import SplatSnapshot
+from .snapshot import ModelSnapshot
 
 log = logging.getLogger("recon")
 
@@ -89,7 +89,7 @@ def _bounds(scene: Scene | None, xyz: np.ndarray | None) -> tuple[np.ndarray, fl
     return center, radius if radius > 1e-6 else 1.0
 
 
-def show_splats(server: viser.ViserServer, snapshot: SplatSnapshot, handle=None):
+def show_splats(server: viser.ViserServer, snapshot: ModelSnapshot, handle=None):
     """Show Gaussians with viser's own splat renderer; with ``handle``, update that node in place.
 
     Updating in place is what makes an open page redraw: re-adding a node under the same name leaves the browser

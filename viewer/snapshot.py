@@ -1,53 +1,62 @@
-"""A frozen copy of a Gaussian model: what the viewer renders while training goes on changing the real one.
+"""A frozen copy of a model: what the viewer renders while training goes on changing the real one.
 
 Densification replaces the parameter tensors and the optimizer steps them in place, so the viewer never reads
-``trainer.model`` from its own threads: the training thread copies the raw parameters (a few memcpys), and the
-viewer's threads activate and convert that copy at their leisure.
+``trainer.model`` from its own threads: the training thread takes ``model.snapshot()`` (a few memcpys), and the
+viewer's threads render it and turn its Gaussian preview into splats at their leisure. Any representation works:
+the snapshot talks to it only through the ``Representation`` interface.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
 
-from recon.models.gaussians import SH_C0, GaussianModel, covariances, file_log_scales_of, render_inputs_of
+from recon.models import Representation
+from recon.render import RenderOutputs
 
 
 @dataclass(frozen=True)
-class SplatSnapshot:
-    params: dict[
-        str, torch.Tensor
-    ]  # raw parameters as GaussianModel stores them (log scales, logit opacities)
+class ModelSnapshot:
+    model: Representation  # a detached CPU copy (``Representation.snapshot``)
     sh_degree: int  # the SH degree to render with (the active one during training)
     step: int | None = None
-    primitive: str = "gaussian3d"  # what the parameters describe, as GaussianModel.primitive
 
     @classmethod
-    def of(cls, model: GaussianModel, sh_degree: int | None = None, step: int | None = None) -> SplatSnapshot:
-        with torch.no_grad():
-            params = {k: v.detach().to("cpu", copy=True) for k, v in model.params.items()}
-        return cls(params, model.sh_degree if sh_degree is None else int(sh_degree), step, model.primitive)
+    def of(cls, model: Representation, sh_degree: int | None = None, step: int | None = None) -> ModelSnapshot:
+        degree = model.max_sh_degree if sh_degree is None else int(sh_degree)
+        return cls(model.snapshot(), degree, step)
 
     def __len__(self) -> int:
-        return int(self.params["means"].shape[0])
+        return len(self.model)
 
-    @cached_property
-    def render_inputs(self) -> dict:
-        """`recon.render.rasterize` keyword arguments (colors as SH coefficients [N,K,3], and the primitive)."""
-        return render_inputs_of(self.params, self.primitive)
+    @property
+    def noun(self) -> str:
+        return self.model.noun
+
+    def render(
+        self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int, outputs: Sequence[str], background, backend
+    ) -> RenderOutputs:
+        """One camera's maps (no gradient)."""
+        bg = torch.as_tensor(background, dtype=torch.float32)[None]
+        with torch.no_grad():
+            out, _ = self.model.render(
+                torch.as_tensor(viewmat, dtype=torch.float32)[None],
+                torch.as_tensor(K, dtype=torch.float32)[None],
+                int(width),
+                int(height),
+                outputs,
+                sh_degree=self.sh_degree,
+                backgrounds=bg,
+                backend=backend,
+            )
+        return out
 
     def splat_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(centers [N,3], covariances [N,3,3], rgbs [N,3] in [0,1], opacities [N,1]) for viser's splat renderer.
-
-        Σ = R diag(s²) Rᵀ with R from the normalised wxyz quaternion (surfels as flat Gaussians); the colour is the
-        view-independent SH term (the browser renderer has no SH), clamped as the rasterizer clamps it.
-        """
-        p = self.params
-        with torch.no_grad():
-            cov = covariances(p["quats"].float(), torch.exp(file_log_scales_of(p["scales"], self.primitive)))
-            rgb = (p["sh0"][:, 0, :].float() * SH_C0 + 0.5).clamp(0.0, 1.0)
-            opa = torch.sigmoid(p["opacities"].float())[:, None]
-        return p["means"].float().numpy(), cov.numpy(), rgb.numpy(), opa.numpy()
+        """(centers [N,3], covariances [N,3,3], rgbs [N,3] in [0,1], opacities [N,1]) for viser's splat renderer:
+        the model's Gaussian preview (surfels as flat Gaussians; the view-independent colour, since the browser
+        renderer has no SH)."""
+        g = self.model.preview()
+        return g.means, g.covariances(), g.rgb, g.opacities[:, None]

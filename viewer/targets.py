@@ -6,7 +6,6 @@ starts, so a typo never leaves a port bound or a browser tab pointing at an empt
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,10 @@ import numpy as np
 from plyfile import PlyData
 
 from recon.data.errors import ReconError
+from recon.data.run_folder import RunFolder
 from recon.data.scene import Scene, find_scene, load_scene
-from recon.models.gaussians import GaussianModel
+from recon.models import Representation
+from recon.models.splats import SplatModel
 
 log = logging.getLogger("recon")
 
@@ -30,7 +31,7 @@ class ViewTarget:
 
     path: Path
     kind: str  # "run", "scene", "splats", "mesh" or "points"
-    model: GaussianModel | None = None
+    model: Representation | None = None
     scene: Scene | None = None
     mesh: object | None = None  # trimesh.Trimesh
     points: np.ndarray | None = None  # [P,3] float32
@@ -41,7 +42,7 @@ class ViewTarget:
     def describe(self) -> str:
         parts = [f"{self.kind} {self.path}"]
         if self.model is not None:
-            parts.append(f"{len(self.model):,} Gaussians")
+            parts.append(f"{len(self.model):,} {self.model.noun}")
         if self.scene is not None:
             parts.append(f"{len(self.scene)} cameras")
         if self.mesh is not None:
@@ -65,10 +66,13 @@ def load_target(path: str | Path) -> ViewTarget:
 
 
 def _load_folder(path: Path) -> ViewTarget:
-    from recon.train.checkpoint import latest_checkpoint
+    from recon.models.registry import model_file_name
     from recon.train.runs import load_run_model
 
-    if (path / "splats.ply").is_file() or latest_checkpoint(path) is not None:
+    folder = RunFolder(path)
+    if folder.model_path(model_file_name(folder.setting("model", "kind", "splats"))).is_file() or (
+        folder.latest_checkpoint() is not None
+    ):
         try:
             model, step, _ = load_run_model(path)
         except ReconError:
@@ -88,15 +92,15 @@ def _load_folder(path: Path) -> ViewTarget:
 
 def _attach_run_scene(target: ViewTarget) -> None:
     """Cameras and sparse points of the scene a run was trained on, when that scene is still where it was."""
-    meta = target.path / "run.json"
-    if not meta.is_file():
-        target.notes.append("run.json missing: cameras not shown")
+    folder = RunFolder(target.path)
+    if not folder.meta_path.is_file():
+        target.notes.append(f"{folder.META} missing: cameras not shown")
         return
+    from recon.train.run_setup import load_training_scene
     from recon.train.runs import load_run_config
-    from recon.train.trainer import load_training_scene
 
     try:
-        scene_dir = Path(json.loads(meta.read_text())["scene"])
+        scene_dir = folder.scene_dir()
         scene = load_training_scene(scene_dir, load_run_config(target.path))  # the run's split and downscale
     except (ReconError, KeyError, ValueError, OSError) as e:
         target.notes.append(f"scene not loaded ({e}): cameras not shown")
@@ -127,7 +131,7 @@ def _load_ply(path: Path) -> ViewTarget:
     if "face" in names and len(names["face"].data) > 0:
         return ViewTarget(path, "mesh", mesh=_load_mesh(path))
     if {"f_dc_0", "opacity", "scale_0", "rot_0"} <= props:
-        return ViewTarget(path, "splats", model=GaussianModel.load_ply(path))
+        return ViewTarget(path, "splats", model=SplatModel.load(path))
     if not {"x", "y", "z"} <= props:
         raise ReconError(
             f"{path} has no x, y, z vertex properties; pass a splat PLY, a mesh or a point cloud"

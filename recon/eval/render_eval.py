@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from recon.data.atomic import atomic_path
+from recon.data.run_folder import RunFolder
 from recon.data.scene import Scene
 from recon.losses.photometric import psnr, ssim
-from recon.models.gaussians import GaussianModel
-from recon.render import rasterize
+from recon.models import Representation
 
 log = logging.getLogger("recon")
 
@@ -37,27 +37,18 @@ def lpips_metric():
 
 
 @torch.no_grad()
-def render_view(
-    model: GaussianModel, scene: Scene, i: int, sh_degree: int, backend: str, bg=None
-) -> torch.Tensor:
+def render_view(model: Representation, scene: Scene, i: int, backend: str, bg=None) -> torch.Tensor:
+    """Camera ``i`` of ``scene`` rendered in full (every SH degree) over the scene's background: [H,W,3]."""
     cams = scene.cameras[[i]]
     viewmats, Ks = cams.torch()
-    inputs = model.render_inputs()
     bg = torch.as_tensor(scene.background if bg is None else bg, dtype=torch.float32)[None]
-    out, _ = rasterize(
-        **inputs,
-        viewmats=viewmats,
-        Ks=Ks,
-        width=int(cams.widths[0]),
-        height=int(cams.heights[0]),
-        sh_degree=sh_degree,
-        backgrounds=bg,
-        backend=backend,
+    out, _ = model.render(
+        viewmats, Ks, int(cams.widths[0]), int(cams.heights[0]), ("rgb",), backgrounds=bg, backend=backend
     )
     return out.rgb[0].clamp(0, 1)
 
 
-def evaluate(model: GaussianModel, scene: Scene, out_dir: Path | None, backend: str = "auto") -> dict:
+def evaluate(model: Representation, scene: Scene, out_dir: Path | None, backend: str = "auto") -> dict:
     """Metrics over the test split (or nothing if there is none); renders are written to ``out_dir`` as PNG."""
     ids = [int(i) for i in scene.test_ids]
     if not ids:
@@ -67,7 +58,7 @@ def evaluate(model: GaussianModel, scene: Scene, out_dir: Path | None, backend: 
         log.info("LPIPS not computed: %s", reason)
     ps, ss, ls = [], [], []
     for i in ids:
-        img = render_view(model, scene, i, model.sh_degree, backend)
+        img = render_view(model, scene, i, backend)
         gt = torch.from_numpy(scene.image(i))
         ps.append(float(psnr(img, gt)))
         ss.append(float(ssim(img, gt)))
@@ -84,3 +75,23 @@ def evaluate(model: GaussianModel, scene: Scene, out_dir: Path | None, backend: 
         "lpips_note": reason,
         "n_test": len(ids),
     }
+
+
+def write_metrics(
+    model: Representation, scene: Scene, run: RunFolder, steps: int, seconds: float, backend: str
+) -> dict:
+    """Evaluate on the test split and write the run's metrics.json and renders/test/*.png."""
+    m = evaluate(model, scene, run.renders_dir("test"), backend)
+    metrics = {
+        "psnr": m["psnr"],
+        "ssim": m["ssim"],
+        "lpips": m["lpips"],
+        "lpips_note": m["lpips_note"],
+        "num_primitives": len(model),
+        "steps": steps,
+        "train_seconds": round(seconds, 2),
+        "split": "test",
+        "n_images": m["n_test"],
+    }
+    run.write_metrics(metrics)
+    return metrics

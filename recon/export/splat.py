@@ -13,29 +13,27 @@ import numpy as np
 import torch
 
 from recon.data.atomic import atomic_path
-from recon.models.gaussians import GaussianModel, sh0_to_rgb
+from recon.models import Representation
 
 SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 
 
-def splat_records(model: GaussianModel) -> np.ndarray:
-    p = {k: v.detach().cpu().float() for k, v in model.params.items()}
-    log_s = model.file_log_scales()  # surfels: flat 3D Gaussians
-    scales = torch.exp(log_s)
-    opacity = torch.sigmoid(p["opacities"])
-    order = torch.argsort(-(torch.exp(log_s.sum(1)) * opacity), stable=True)
-    rgb = sh0_to_rgb(p["sh0"][:, 0, :])
-    rgba = torch.cat([rgb, opacity[:, None]], dim=1).clamp(0, 1) * 255
-    q = p["quats"] / p["quats"].norm(dim=1, keepdim=True).clamp_min(1e-12)
+def splat_records(model: Representation) -> np.ndarray:
+    """The model's Gaussian preview (surfels as flat Gaussians) as sorted `.splat` records."""
+    g = model.preview()
+    scales = torch.from_numpy(g.scales)
+    opacity = torch.from_numpy(g.opacities)
+    order = torch.argsort(-(torch.exp(torch.log(scales).sum(1)) * opacity), stable=True).numpy()
+    rgba = np.clip(np.concatenate([g.rgb, g.opacities[:, None]], axis=1), 0, 1) * 255
     rec = np.empty(len(order), dtype=SPLAT_DTYPE)
-    rec["position"] = p["means"][order].numpy()
-    rec["scale"] = scales[order].numpy()
-    rec["rgba"] = np.round(rgba[order].numpy()).astype(np.uint8)
-    rec["rot"] = np.clip(np.round(q[order].numpy() * 128 + 128), 0, 255).astype(np.uint8)
+    rec["position"] = g.means[order]
+    rec["scale"] = g.scales[order]
+    rec["rgba"] = np.round(rgba[order]).astype(np.uint8)
+    rec["rot"] = np.clip(np.round(g.quats[order] * 128 + 128), 0, 255).astype(np.uint8)
     return rec
 
 
-def write_splat(model: GaussianModel, path: str | Path) -> int:
+def write_splat(model: Representation, path: str | Path) -> int:
     """Write ``path`` atomically; returns the number of splats."""
     rec = splat_records(model)
     with atomic_path(path) as tmp:

@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from recon.models.primitives import SPLAT_PRIMITIVES
+from recon.models.registry import REPRESENTATIONS
 from recon.regularizers import RegularizersConfig
+
+MODEL_KINDS = tuple(REPRESENTATIONS)  # model.kind choices, from the registry
+PRIMITIVE_NAMES = tuple(SPLAT_PRIMITIVES)  # model.primitive choices, from the splat primitives' registry
 
 
 @dataclass
@@ -28,9 +33,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # what the parameters describe: 3D Gaussians (3DGS) or 2D Gaussian surfels (2DGS: flat discs rendered at each
-    # ray's intersection with their plane; cpu/reference backends only; configs/surfel.yaml)
-    primitive: Literal["gaussian3d", "surfel2d"] = "gaussian3d"
+    # the representation (recon/models/registry.py): "splats" = primitives composited by the rasterizer
+    kind: Literal[MODEL_KINDS] = "splats"
+    # what splats are (recon/models/primitives/): 3D Gaussians (3DGS, the default) or 2D Gaussian surfels (2DGS: flat
+    # discs rendered at each ray's intersection with their plane; cpu/reference backends; configs/surfel.yaml)
+    primitive: Literal[PRIMITIVE_NAMES] = "gaussian3d"
     sh_degree: int = 3  # highest spherical-harmonics degree
     sh_degree_interval: float = (
         1000 / 30000
@@ -81,8 +88,7 @@ class MCMCStrategyConfig:
     refine_stop: float = 25000 / 30000
     refine_every: int = 100
     min_opacity: float = 0.005  # relocate Gaussians below this opacity
-    opacity_reg: float = 0.01  # L1 on opacities
-    scale_reg: float = 0.01  # L1 on scales
+    # (its L1 terms on opacities and scales are regularizers: reg.opacity_l1 and reg.scale_l1, set in mcmc.yaml)
 
 
 @dataclass

@@ -1,73 +1,73 @@
-"""Working with finished run folders: load the model, evaluate, export."""
+"""Working with finished run folders: load the model and config, evaluate, export splat files."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from recon.data.errors import ReconError
+from recon.data.run_folder import RunFolder
+from recon.eval.render_eval import write_metrics
 from recon.export.splat import write_splat
-from recon.models.gaussians import GaussianModel
+from recon.models import Representation
+from recon.models.registry import load_run_model as _load_run_model
+from recon.models.registry import model_file_name
 
-from .checkpoint import latest_checkpoint, load_checkpoint
 from .config import Config
 from .overrides import build_config, load_yaml
-from .trainer import RUN_FILE, load_training_scene, training_backend, write_metrics
+from .run_setup import load_training_scene, training_backend
 
 
-def check_run(run: str | Path) -> Path:
-    run = Path(run)
-    if not run.is_dir():
-        raise ReconError(f"run folder {run} does not exist; pass a folder written by `recon train`")
-    if not (run / "splats.ply").exists() and latest_checkpoint(run) is None:
-        raise ReconError(
-            f"{run} has no splats.ply or checkpoint; train it first with `recon train SCENE --out {run}`"
-        )
-    return run
+def check_run(run: str | Path) -> RunFolder:
+    """The run folder, or a ReconError naming what to do when it holds no trained model."""
+    folder = RunFolder(run)
+    return folder.check_trained(model_file_name(folder.setting("model", "kind", "splats")))
 
 
-def load_run_model(run: Path) -> tuple[GaussianModel, int, float]:
-    """The newest model of a run: the last checkpoint if there is one, else splats.ply; its primitive type is the
-    run's ``model.primitive`` (config.yaml), else what the checkpoint or the PLY says."""
-    cfg_path = run / "config.yaml"
-    primitive = load_run_config(run).model.primitive if cfg_path.exists() else None
-    ck = latest_checkpoint(run)
-    if ck is not None:
-        s = load_checkpoint(ck)
-        primitive = primitive or s.get("primitive", "gaussian3d")
-        return GaussianModel(s["params"], s["sh_degree"], primitive), int(s["step"]), float(s["elapsed"])
-    return GaussianModel.load_ply(run / "splats.ply", primitive), 0, 0.0
+def load_run_model(run: str | Path) -> tuple[Representation, int, float]:
+    """The newest model of a run (last checkpoint, else its model file), its step and training seconds."""
+    return _load_run_model(RunFolder(run))
 
 
-def load_run_config(run: Path) -> Config:
-    path = run / "config.yaml"
-    return build_config(Config, base=load_yaml(path)) if path.exists() else Config()
+def load_run_config(run: str | Path) -> Config:
+    folder = RunFolder(run)
+    if not folder.config_path.exists():
+        return Config()
+    return build_config(Config, base=_upgrade_config(load_yaml(folder.config_path)))
+
+
+def _upgrade_config(raw: dict) -> dict:
+    """Saved configs of older versions in today's keys: MCMC's strategy.mcmc.opacity_reg / scale_reg are the
+    regularizers reg.opacity_l1 / reg.scale_l1 now (applied when strategy.kind was mcmc)."""
+    mcmc = (raw.get("strategy") or {}).get("mcmc") or {}
+    moved = {"opacity_reg": "opacity_l1", "scale_reg": "scale_l1"}
+    if any(k in mcmc for k in moved):
+        was_mcmc = (raw.get("strategy") or {}).get("kind") == "mcmc"
+        for old, new in moved.items():
+            weight = mcmc.pop(old, 0.0)
+            if was_mcmc:
+                raw.setdefault("reg", {}).setdefault(new, {})["weight"] = weight
+    return raw
 
 
 def evaluate_run(run: str | Path) -> dict:
-    run = check_run(run)
-    meta = run / RUN_FILE
-    if not meta.exists():
-        raise ReconError(f"{run} has no {RUN_FILE} naming its scene; it was not written by `recon train`")
-    scene_dir = Path(json.loads(meta.read_text())["scene"])
-    cfg = load_run_config(run)
+    folder = check_run(run)
+    scene_dir = folder.scene_dir()
+    cfg = load_run_config(folder.path)
     scene = load_training_scene(scene_dir, cfg)
-    model, steps, seconds = load_run_model(run)
+    model, steps, seconds = load_run_model(folder.path)
     with torch.no_grad():
-        return write_metrics(model, scene, run, steps, seconds, training_backend(cfg))
+        return write_metrics(model, scene, folder, steps, seconds, training_backend(cfg))
 
 
 def export_run(run: str | Path, splat: str | None = None, ply: str | None = None) -> list[str]:
-    run = check_run(run)
-    model, _, _ = load_run_model(run)
+    folder = check_run(run)
+    model, _, _ = load_run_model(folder.path)
     done = []
     if splat:
         n = write_splat(model, splat)
         done.append(f"wrote {n:,} splats to {splat}")
     if ply:
-        model.save_ply(ply)
-        kind = "surfels" if model.primitive == "surfel2d" else "Gaussians"
-        done.append(f"wrote {len(model):,} {kind} to {ply}")
+        model.save(ply)
+        done.append(f"wrote {len(model):,} {model.noun} to {ply}")
     return done

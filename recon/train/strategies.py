@@ -15,9 +15,10 @@ from gsplat.strategy import DefaultStrategy, MCMCStrategy
 from gsplat.strategy.ops import _multinomial_sample, _update_param_with_optimizer, remove, reset_opa
 from torch import Tensor
 
-from recon.models.gaussians import covariances
+from recon.models.splats import covariances
 
 from .config import StrategyConfig
+from .schedule import PeriodicStep
 
 
 def relocation_torch(
@@ -177,3 +178,84 @@ def reset_opacities_if_due(strategy: DefaultStrategy, params, optimizers, state:
         return False
     reset_opa(params=params, optimizers=optimizers, state=state, value=strategy.prune_opa * 2.0)
     return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One adapter over every densification strategy, so the trainer's step is the same for any representation.
+
+
+class Densifier:
+    """No densification (representations without per-primitive rows). Subclasses wrap a strategy.
+
+    Per training step the trainer calls ``begin(nominal)`` once, ``pre_backward`` before and ``post_backward``
+    after the optimizer step; ``remove`` deletes primitives a regularizer asked to prune, keeping the strategy's
+    own per-primitive state in line.
+    """
+
+    absgrad = False  # whether the render must accumulate |dL/dmeans2d| per pixel
+
+    def begin(self, nominal: int) -> None:
+        pass
+
+    def pre_backward(self, params, optimizers, info: dict) -> None:
+        pass
+
+    def post_backward(self, params, optimizers, info: dict, lr: float) -> None:
+        pass
+
+    def remove(self, params, optimizers, mask: Tensor) -> None:
+        raise ValueError("this representation has no primitives to remove")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class StrategyDensifier(Densifier):
+    """gsplat's DefaultStrategy (plus our cap and opacity reset) or our TorchMCMCStrategy."""
+
+    def __init__(self, strategy: DefaultStrategy | MCMCStrategy, params, optimizers, extent: float, cap: int):
+        self.strategy, self.cap = strategy, cap
+        self.default = isinstance(strategy, DefaultStrategy)
+        strategy.check_sanity(params, optimizers)
+        self.state = strategy.initialize_state(scene_scale=extent) if self.default else strategy.initialize_state()
+        self.refine_step = PeriodicStep(strategy.refine_every)
+        self.absgrad = bool(getattr(strategy, "absgrad", False))
+        self.step_arg = 0
+
+    def begin(self, nominal: int) -> None:
+        self.step_arg = self.refine_step(nominal)
+
+    def pre_backward(self, params, optimizers, info: dict) -> None:
+        self.strategy.step_pre_backward(params, optimizers, self.state, self.step_arg, info)
+
+    def post_backward(self, params, optimizers, info: dict, lr: float) -> None:
+        s, step = self.strategy, self.step_arg
+        if not self.default:
+            s.step_post_backward(params, optimizers, self.state, step, info, lr=lr)
+            return
+        s.step_post_backward(params, optimizers, self.state, step, info)
+        if step % s.refine_every == 0:
+            enforce_cap(params, optimizers, self.state, self.cap)
+        reset_opacities_if_due(s, params, optimizers, self.state, step)
+
+    def remove(self, params, optimizers, mask: Tensor) -> None:
+        remove(params=params, optimizers=optimizers, state=self.state, mask=mask)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"strategy_state": self.state, "refine_step": self.refine_step.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = state["strategy_state"]
+        self.refine_step.load_state_dict(state["refine_step"])
+
+
+def make_densifier(
+    cfg: StrategyConfig, steps: int, cap: int, capabilities: frozenset[str], params, optimizers, extent: float
+) -> Densifier:
+    """The configured strategy for a representation with per-primitive rows; none for one without."""
+    if "primitives" not in capabilities:
+        return Densifier()
+    return StrategyDensifier(make_strategy(cfg, steps, cap), params, optimizers, extent, cap)

@@ -1,9 +1,10 @@
-"""`recon train`: fit 3D Gaussians (or 2D surfels, `model.primitive`) to a scene's photos, with checkpoints, resume,
-progress and a clean stop.
+"""`recon train`: fit any representation (``model.kind``; splats of ``model.primitive``) to a scene's photos, with
+checkpoints, resume, progress and a clean stop.
 
-One step: pick a training view, render it (one render with everything the loss needs), compute the named loss
-terms, backpropagate, let the densification strategy read the screen-space gradients, step the optimizers, then
-let the strategy add, split and remove Gaussians. Schedules follow `schedule.Clock` (steps or a time budget).
+One step: pick a training view, render it through the representation (one render with everything the loss
+needs), compute the named loss terms, backpropagate, let the densifier read the screen-space gradients, step the
+optimizers, then let the densifier add, split and remove primitives. Schedules follow `schedule.Clock` (steps or
+a time budget). Nothing here knows which representation it trains.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -21,33 +21,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gsplat.strategy import DefaultStrategy
-from gsplat.strategy.ops import remove
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from recon.data.atomic import atomic_write_text
 from recon.data.errors import ReconError
-from recon.data.scene import Scene, load_scene
-from recon.data.split import SplitConfig
-from recon.eval.render_eval import evaluate
+from recon.data.run_folder import RunFolder, load_checkpoint
+from recon.data.scene import Scene
+from recon.eval.render_eval import write_metrics
 from recon.losses.photometric import photometric_loss, psnr
-from recon.models.gaussians import GaussianModel
+from recon.models import Representation, create_model, model_from_state
 from recon.regularizers import RegContext, build_regularizers, needed_outputs, regularization_terms
-from recon.render import rasterize, resolve_backend
 
-from .checkpoint import (
-    ckpt_path,
-    latest_checkpoint,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import rng_state, set_rng_state
 from .config import Config
 from .overrides import dump_yaml, to_dict
-from .schedule import Clock, PeriodicStep, exp_decay, sh_degree_at
-from .strategies import enforce_cap, make_strategy, reset_opacities_if_due
+from .run_setup import check_config, load_training_scene, prepare_run, scene_for_training, training_backend
+from .schedule import Clock, exp_decay, sh_degree_at
+from .strategies import make_densifier
 
 log = logging.getLogger("recon")
 
@@ -61,7 +51,7 @@ class TrainResult:
     run: Path
     steps: int
     seconds: float
-    num_gaussians: int
+    num_primitives: int
     metrics: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
 
@@ -98,51 +88,9 @@ def scene_extent(scene: Scene) -> float:
     return float(1.1 * np.linalg.norm(c - c.mean(0), axis=1).max()) or 1.0
 
 
-def training_backend(cfg: Config) -> str:
-    """The rasterizer backend a run uses; a ReconError when the config asks for one its primitive lacks."""
-    try:
-        return resolve_backend(cfg.train.backend, torch.device("cpu"), cfg.model.primitive)
-    except ValueError as e:  # surfels on gsplat: a choice the user made in the config
-        raise ReconError(f"train.backend / model.primitive: {e}") from None
-
-
-def init_model(scene: Scene, cfg: Config) -> GaussianModel:
-    m = cfg.model
-    if scene.points is not None and len(scene.points) > 0:
-        rgb = (
-            scene.points_rgb
-            if scene.points_rgb is not None
-            else np.full((len(scene.points), 3), 128, np.uint8)
-        )
-        return GaussianModel.from_points(
-            scene.points, rgb, m.sh_degree, m.init_opacity, m.init_scale, m.primitive, seed=cfg.train.seed
-        )
-    c = scene.cameras.centers
-    lo, hi = c.min(0), c.max(0)
-    pad = 0.5 * (hi - lo).max()
-    log.info("scene has no sparse points: starting from %d random Gaussians", m.init_random_points)
-    return GaussianModel.random_in_box(
-        lo - pad,
-        hi + pad,
-        m.init_random_points,
-        seed=cfg.train.seed,
-        sh_degree=m.sh_degree,
-        init_opacity=m.init_opacity,
-        init_scale=m.init_scale,
-        primitive=m.primitive,
-    )
-
-
-def make_optimizers(model: GaussianModel, cfg: Config, extent: float) -> dict[str, torch.optim.Optimizer]:
-    o = cfg.optim
-    lrs = {
-        "means": o.means_lr * extent,
-        "scales": o.scales_lr,
-        "quats": o.quats_lr,
-        "opacities": o.opacities_lr,
-        "sh0": o.sh0_lr,
-        "shN": o.shN_lr,
-    }
+def make_optimizers(model: Representation, cfg: Config, extent: float) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per parameter tensor (densification replaces tensors and their optimizer state by name)."""
+    lrs = model.learning_rates(cfg.optim, extent)
     return {
         name: torch.optim.Adam([{"params": p, "lr": lrs[name], "name": name}], eps=1e-15)
         for name, p in model.params.items()
@@ -167,16 +115,10 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
         self.extent = scene_extent(scene)
-        self.model = init_model(scene, cfg)
+        self.model = create_model(scene, cfg.model, cfg.train.seed)
         self.optimizers = make_optimizers(self.model, cfg, self.extent)
         self.clock = Clock(cfg.train.steps, cfg.train.time_budget)
-        self.strategy = make_strategy(cfg.strategy, cfg.train.steps, cfg.model.max_gaussians)
-        self.strategy.check_sanity(self.model.params, self.optimizers)
-        if isinstance(self.strategy, DefaultStrategy):
-            self.strategy_state = self.strategy.initialize_state(scene_scale=self.extent)
-        else:
-            self.strategy_state = self.strategy.initialize_state()
-        self.refine_step = PeriodicStep(self.strategy.refine_every)
+        self.densifier = self._make_densifier()
         self.sampler = ViewSampler(scene.train_ids, cfg.train.seed)
         self.regularizers = build_regularizers(cfg.reg)
         self.step = 0
@@ -185,38 +127,40 @@ class Trainer:
         self.last_good: Path | None = None
         self._stop_requested = False
 
+    def _make_densifier(self):
+        c = self.cfg
+        return make_densifier(
+            c.strategy, c.train.steps, c.model.max_gaussians, self.model.capabilities, self.model.params,
+            self.optimizers, self.extent,
+        )  # fmt: skip
+
     # ----- checkpoints -----
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
             "elapsed": self.elapsed,
-            "params": {k: v.detach().clone() for k, v in self.model.params.items()},
-            "sh_degree": self.model.sh_degree,
-            "primitive": self.model.primitive,
+            **self.model.state_dict(),  # kind, params and what the representation needs to rebuild itself
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "strategy_state": self.strategy_state,
-            "refine_step": self.refine_step.state_dict(),
+            **self.densifier.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": rng_state(),
             "config": to_dict(self.cfg),
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        params = {k: v.clone() for k, v in s["params"].items()}
-        self.model = GaussianModel(params, s["sh_degree"], s.get("primitive", "gaussian3d"))
+        self.model = model_from_state(s)
         self.optimizers = make_optimizers(self.model, self.cfg, self.extent)
         for k, o in self.optimizers.items():
             o.load_state_dict(s["optimizers"][k])
-        self.strategy_state = s["strategy_state"]
-        self.refine_step.load_state_dict(s["refine_step"])
+        self.densifier = self._make_densifier()
+        self.densifier.load_state_dict(s)
         self.sampler.load_state_dict(s["sampler"])
         set_rng_state(s["rng"])
         self.step = int(s["step"])
         self.elapsed = float(s["elapsed"])
 
     def save(self) -> Path:
-        path = ckpt_path(self.run_dir, self.step)
-        save_checkpoint(path, self.state_dict())
+        path = RunFolder(self.run_dir).save_checkpoint(self.step, self.state_dict())
         self.last_good = path
         return path
 
@@ -262,7 +206,7 @@ class Trainer:
         cfg = self.cfg
         progress = self.clock.progress(self.step, self.elapsed)
         nominal = self.clock.nominal_step(self.step, self.elapsed)
-        sh_degree = sh_degree_at(progress, self.model.sh_degree, cfg.model.sh_degree_interval)
+        sh_degree = sh_degree_at(progress, self.model.max_sh_degree, cfg.model.sh_degree_interval)
         means_lr = exp_decay(cfg.optim.means_lr, cfg.optim.means_lr_final, progress) * self.extent
         for g in self.optimizers["means"].param_groups:
             g["lr"] = means_lr
@@ -274,18 +218,10 @@ class Trainer:
         factor = _progressive_factor(progress, cfg.train.progressive)
         target, viewmats, Ks, w, h = self._target(i, factor, bg if random_bg else None)
         outputs = ("rgb", *needed_outputs(self.regularizers, nominal))
-        out, info = rasterize(
-            **self.model.render_inputs(),
-            outputs=outputs,
-            viewmats=viewmats,
-            Ks=Ks,
-            width=w,
-            height=h,
-            sh_degree=sh_degree,
-            backgrounds=bg[None],
-            absgrad=getattr(self.strategy, "absgrad", False),
-            backend=self.backend,
-        )
+        out, info = self.model.render(
+            viewmats, Ks, w, h, outputs, sh_degree=sh_degree, backgrounds=bg[None], backend=self.backend,
+            absgrad=self.densifier.absgrad,
+        )  # fmt: skip
         img = out.rgb[0]
         terms = photometric_loss(img, target, cfg.train.ssim_lambda)
         if self.regularizers:
@@ -294,33 +230,15 @@ class Trainer:
                 primitive=self.model.primitive,
             )  # fmt: skip
             terms.update(regularization_terms(self.regularizers, ctx))
-        if cfg.strategy.kind == "mcmc":
-            p = self.model.params
-            terms["opacity_reg"] = cfg.strategy.mcmc.opacity_reg * torch.sigmoid(p["opacities"]).abs().mean()
-            terms["scale_reg"] = cfg.strategy.mcmc.scale_reg * torch.exp(p["scales"]).abs().mean()
         self._check_finite(terms)
         loss = sum(terms.values())
-        step_arg = self.refine_step(nominal)
-        self.strategy.step_pre_backward(
-            self.model.params, self.optimizers, self.strategy_state, step_arg, info
-        )
+        self.densifier.begin(nominal)
+        self.densifier.pre_backward(self.model.params, self.optimizers, info)
         loss.backward()
         for o in self.optimizers.values():
             o.step()
             o.zero_grad(set_to_none=True)
-        if isinstance(self.strategy, DefaultStrategy):
-            self.strategy.step_post_backward(
-                self.model.params, self.optimizers, self.strategy_state, step_arg, info
-            )
-            if step_arg % self.strategy.refine_every == 0:
-                enforce_cap(self.model.params, self.optimizers, self.strategy_state, cfg.model.max_gaussians)
-            reset_opacities_if_due(
-                self.strategy, self.model.params, self.optimizers, self.strategy_state, step_arg
-            )
-        else:
-            self.strategy.step_post_backward(
-                self.model.params, self.optimizers, self.strategy_state, step_arg, info, lr=means_lr
-            )
+        self.densifier.post_backward(self.model.params, self.optimizers, info, means_lr)
         self._prune_for_regularizers(nominal)
         self.step += 1
         stats = {k: float(v.detach()) for k, v in terms.items()}
@@ -335,13 +253,13 @@ class Trainer:
 
     @torch.no_grad()
     def _prune_for_regularizers(self, nominal: int) -> None:
-        """Removals a regularizer's schedule asks for (SuGaR's opacity prune), never below one Gaussian."""
+        """Removals a regularizer's schedule asks for (SuGaR's opacity prune), never below one primitive."""
         for reg in self.regularizers:
             mask = reg.prune_mask(self.model.params, nominal)
             if mask is None or not bool(mask.any()) or bool(mask.all()):
                 continue
-            remove(params=self.model.params, optimizers=self.optimizers, state=self.strategy_state, mask=mask)
-            self.console.log(f"{reg.name}: pruned {int(mask.sum())} Gaussians at step {nominal}")
+            self.densifier.remove(self.model.params, self.optimizers, mask)
+            self.console.log(f"{reg.name}: pruned {int(mask.sum())} {self.model.noun} at step {nominal}")
 
     # ----- the loop -----
     def _on_sigint(self, signum, frame) -> None:
@@ -352,7 +270,7 @@ class Trainer:
 
     def run(self, on_step=None) -> TrainResult:
         cfg = self.cfg
-        log_path = self.run_dir / "log.jsonl"
+        log_path = RunFolder(self.run_dir).log_path
         try:
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         except ValueError:  # not in the main thread (e.g. a viewer thread): no graceful Ctrl-C
@@ -415,92 +333,15 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         self.save()
-        self.model.save_ply(self.run_dir / "splats.ply")
+        self.model.save(RunFolder(self.run_dir).model_path(self.model.file_name))
         result = TrainResult(self.run_dir, self.step, self.elapsed, len(self.model), interrupted=interrupted)
         if interrupted:
             self.console.print(f"interrupted: checkpoint saved at step {self.step}; continue with --resume")
         elif cfg.train.eval_at_end:
             result.metrics = write_metrics(
-                self.model, self.scene, self.run_dir, self.step, self.elapsed, self.backend
+                self.model, self.scene, RunFolder(self.run_dir), self.step, self.elapsed, self.backend
             )
         return result
-
-
-def write_metrics(
-    model: GaussianModel, scene: Scene, run: Path, steps: int, seconds: float, backend: str
-) -> dict:
-    """Evaluate on the test split and write metrics.json and renders/test/*.png."""
-    renders = run / "renders" / "test"
-    m = evaluate(model, scene, renders, backend)
-    metrics = {
-        "psnr": m["psnr"],
-        "ssim": m["ssim"],
-        "lpips": m["lpips"],
-        "lpips_note": m["lpips_note"],
-        "num_primitives": len(model),
-        "steps": steps,
-        "train_seconds": round(seconds, 2),
-        "split": "test",
-        "n_images": m["n_test"],
-    }
-    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
-
-
-# ----- run folders -----
-RUN_FILE = "run.json"
-
-
-def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
-    if resume and overwrite:
-        raise ReconError("--resume and --overwrite contradict each other; pass one of them")
-    if run.exists() and not run.is_dir():
-        raise ReconError(f"run folder {run} is a file; choose a folder for --out")
-    if resume:
-        if latest_checkpoint(run) is None:
-            raise ReconError(f"no checkpoint to resume in {run}; start a new run without --resume")
-        return
-    if run.exists() and any(run.iterdir()):
-        if not overwrite:
-            raise ReconError(
-                f"run folder {run} is not empty; pass --resume to continue it or --overwrite to replace it"
-            )
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-
-
-def scene_for_training(scene_path: Path, run: Path, console: Console) -> Path:
-    """The scene folder to train on: ``scene_path`` itself, or a scene `recon process` makes from a photo folder."""
-    from recon.data.photos import list_photos
-    from recon.data.scene import find_scene
-
-    if not scene_path.exists():
-        raise ReconError(f"scene {scene_path} does not exist; pass a scene folder or a folder of photos")
-    try:
-        find_scene(scene_path)
-        return scene_path
-    except ReconError:
-        if not scene_path.is_dir() or not list_photos(scene_path):
-            raise
-    from recon.data.sfm import process_photos
-
-    target = run / "scene"
-    if (target / "report.json").exists():
-        return target
-    console.print(f"{scene_path} is a photo folder: solving the cameras first (recon process)")
-    process_photos(scene_path, target, overwrite=True, console=console)
-    return target
-
-
-def load_training_scene(scene_path: Path, cfg: Config) -> Scene:
-    d = cfg.data
-    return load_scene(
-        scene_path,
-        downscale=d.downscale,
-        split=SplitConfig(every=d.split_every, split_file=d.split_file),
-        background=d.background,
-        ram_budget_mb=d.ram_budget_mb,
-    )
 
 
 def train(
@@ -515,9 +356,7 @@ def train(
     """Train into run folder ``run`` (see DESIGN.md §3 for its contents)."""
     console = console or Console(stderr=True)
     run = Path(run)
-    training_backend(cfg)  # refuse an impossible backend before touching the run folder
-    if cfg.model.primitive == "surfel2d" and cfg.reg.flat.weight > 0:
-        raise ReconError("reg.flat flattens 3D Gaussians; surfels are flat already: set reg.flat.weight=0")
+    check_config(cfg)  # refuse an impossible backend or regularizer before touching the run folder
     prepare_run(run, resume, overwrite)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -527,11 +366,12 @@ def train(
         raise ReconError(
             f"scene {scene_dir} has no training images; lower data.split_every or fix the split file"
         )
-    atomic_write_text(run / "config.yaml", dump_yaml(cfg))
-    atomic_write_text(run / RUN_FILE, json.dumps({"scene": str(scene_dir.resolve())}, indent=2) + "\n")
+    folder = RunFolder(run)
+    folder.write_config(dump_yaml(cfg))
+    folder.write_scene_dir(scene_dir)
     trainer = Trainer(scene, cfg, run, console)
     if resume:
-        ck = latest_checkpoint(run)
+        ck = folder.latest_checkpoint()
         trainer.load_state_dict(load_checkpoint(ck))
         trainer.last_good = ck
         console.print(f"resuming from {ck} (step {trainer.step})")

@@ -2,12 +2,12 @@ import numpy as np
 import torch
 
 from recon.export.splat import read_splat, write_splat
-from recon.models.gaussians import GaussianModel
+from recon.models.splats import SplatModel
 
 
 def test_splat_file_layout_and_values(tmp_path):
     xyz = np.array([[0, 0, 0], [1, 2, 3]], np.float32)
-    m = GaussianModel.from_points(xyz, np.array([[255, 0, 0], [0, 255, 0]], np.uint8), sh_degree=0)
+    m = SplatModel.from_points(xyz, np.array([[255, 0, 0], [0, 255, 0]], np.uint8), sh_degree=0)
     with torch.no_grad():
         m.params["scales"][0] = -5.0
         m.params["scales"][1] = torch.log(torch.tensor([1.0, 2.0, 3.0]))  # the bigger splat must come first

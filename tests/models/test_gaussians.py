@@ -4,12 +4,12 @@ import torch
 from plyfile import PlyData
 
 from recon.data.errors import ReconError
-from recon.models.gaussians import GaussianModel, knn_mean_distance, sh0_to_rgb
+from recon.models.splats import SplatModel, knn_mean_distance, sh0_to_rgb
 
 
-def _model(n=50, degree=3, seed=0) -> GaussianModel:
+def _model(n=50, degree=3, seed=0) -> SplatModel:
     rng = np.random.default_rng(seed)
-    m = GaussianModel.from_points(
+    m = SplatModel.from_points(
         rng.normal(size=(n, 3)), rng.integers(0, 256, (n, 3), dtype=np.uint8), degree
     )
     with torch.no_grad():
@@ -21,7 +21,7 @@ def _model(n=50, degree=3, seed=0) -> GaussianModel:
 def test_init_follows_3dgs():
     xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 3], [10, 10, 10]], np.float32)
     rgb = np.array([[255, 0, 0]] * 5, np.uint8)
-    m = GaussianModel.from_points(xyz, rgb, sh_degree=2, init_opacity=0.1)
+    m = SplatModel.from_points(xyz, rgb, sh_degree=2, init_opacity=0.1)
     assert np.isclose(knn_mean_distance(xyz)[0], 2.0)  # neighbours of the origin at 1, 2, 3
     assert torch.allclose(torch.exp(m.params["scales"][0]), torch.full((3,), 2.0))
     assert torch.allclose(torch.sigmoid(m.params["opacities"]), torch.full((5,), 0.1))
@@ -42,9 +42,9 @@ def test_ply_round_trip_with_plyfile(tmp_path):
     # 3DGS stores f_rest channel-major: f_rest_0..14 are the red coefficients of SH bases 1..15.
     assert np.allclose(v["f_rest_1"], m.params["shN"][:, 1, 0].detach().numpy())
     assert np.allclose(v["f_rest_15"], m.params["shN"][:, 0, 1].detach().numpy())
-    back = GaussianModel.load_ply(path)
+    back = SplatModel.load_ply(path)
     assert back.sh_degree == 3
-    for k in GaussianModel.PARAM_NAMES:
+    for k in SplatModel.PARAM_NAMES:
         assert torch.equal(back.params[k].data, m.params[k].data), k
 
 
@@ -54,4 +54,4 @@ def test_load_ply_rejects_a_point_cloud(tmp_path):
     path = tmp_path / "points.ply"
     write_points_ply(path, np.zeros((3, 3), np.float32), np.zeros((3, 3), np.uint8))
     with pytest.raises(ReconError, match="not a Gaussian splat PLY"):
-        GaussianModel.load_ply(path)
+        SplatModel.load_ply(path)

@@ -12,7 +12,7 @@ import yaml
 import recon.export.mesh as mesh_export
 from recon.cli import main
 from recon.data.errors import ReconError
-from recon.models.gaussians import GaussianModel
+from recon.models.splats import SplatModel
 from recon.train.checkpoint import latest_checkpoint, load_checkpoint
 from recon.train.config import Config
 from recon.train.overrides import build_config
@@ -52,17 +52,17 @@ def test_surfels_train_and_write_a_reloadable_run(surfel_run):
     assert last < first, (first, last)
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["primitive"] == "surfel2d"
 
-    ply = GaussianModel.load_ply(run / "splats.ply")
+    ply = SplatModel.load_ply(run / "splats.ply")
     ck = load_checkpoint(latest_checkpoint(run))
     assert ply.primitive == "surfel2d" and ck["primitive"] == "surfel2d"
-    assert len(ply) == result.num_gaussians == ck["params"]["means"].shape[0]
+    assert len(ply) == result.num_primitives == ck["params"]["means"].shape[0]
     for k in ("means", "quats", "opacities", "sh0", "shN"):
         assert torch.equal(ply.params[k].data, ck["params"][k]), k
     assert torch.equal(ply.params["scales"].data[:, :2], ck["params"]["scales"][:, :2])
     model, step, _ = load_run_model(run)
     assert model.primitive == "surfel2d" and step == 40
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["psnr"] is not None and metrics["num_primitives"] == result.num_gaussians
+    assert metrics["psnr"] is not None and metrics["num_primitives"] == result.num_primitives
 
 
 def test_eval_export_and_viewer_reopen_the_run_as_surfels(surfel_run, tmp_path, capsys, monkeypatch):
@@ -70,7 +70,7 @@ def test_eval_export_and_viewer_reopen_the_run_as_surfels(surfel_run, tmp_path, 
     assert main(["eval", str(run)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["psnr"] is not None
     assert main(["export", str(run), "--ply", str(tmp_path / "out.ply")]) == 0
-    assert GaussianModel.load_ply(tmp_path / "out.ply").primitive == "surfel2d"
+    assert SplatModel.load_ply(tmp_path / "out.ply").primitive == "surfel2d"
 
     seen = {}
 
@@ -78,17 +78,17 @@ def test_eval_export_and_viewer_reopen_the_run_as_surfels(surfel_run, tmp_path, 
         seen["primitive"] = model.primitive
         raise ReconError("captured")
 
-    monkeypatch.setattr(mesh_export, "extract_mesh", capture)
+    monkeypatch.setattr("recon.export.mesh.run.extract_mesh", capture)  # the name export_run_mesh calls
     with pytest.raises(ReconError, match="captured"):
         mesh_export.export_run_mesh(run, tmp_path / "mesh.ply", mesh_export.MeshOptions())
     assert seen["primitive"] == "surfel2d"
 
-    from viewer.snapshot import SplatSnapshot
+    from viewer.snapshot import ModelSnapshot
     from viewer.targets import load_target
 
     target = load_target(run)
     assert target.model.primitive == "surfel2d"
-    assert SplatSnapshot.of(target.model).render_inputs["primitive"] == "surfel2d"
+    assert ModelSnapshot.of(target.model).model.primitive == "surfel2d"
 
 
 def test_surfels_on_gsplat_are_refused_before_the_run_folder_is_touched(tiny_scene, tmp_path):

@@ -10,7 +10,7 @@ import yaml
 from plyfile import PlyData
 
 from recon.cli import main
-from recon.models.gaussians import GaussianModel
+from recon.models.splats import SplatModel
 from recon.train.checkpoint import latest_checkpoint, load_checkpoint
 from recon.train.config import Config
 from recon.train.overrides import build_config
@@ -58,7 +58,7 @@ def test_training_learns_and_writes_the_run_folder(tiny_scene, tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["steps"] == 200
     ply = PlyData.read(str(run / "splats.ply"))["vertex"]
-    assert len(ply.data) == result.num_gaussians
+    assert len(ply.data) == result.num_primitives
 
 
 def test_resume_equals_one_long_run(tiny_scene, tmp_path):
@@ -84,7 +84,7 @@ def test_resume_equals_one_long_run(tiny_scene, tmp_path):
     a = load_checkpoint(latest_checkpoint(tmp_path / "long"))
     b = load_checkpoint(latest_checkpoint(tmp_path / "split"))
     assert a["step"] == b["step"] == 2 * n
-    for k in GaussianModel.PARAM_NAMES:
+    for k in SplatModel.PARAM_NAMES:
         assert a["params"][k].shape == b["params"][k].shape, k
         assert torch.allclose(a["params"][k], b["params"][k], atol=1e-5, rtol=0), k
 
@@ -92,9 +92,9 @@ def test_resume_equals_one_long_run(tiny_scene, tmp_path):
 def test_ply_round_trip_of_a_trained_run(tiny_scene, tmp_path, capsys):
     run = tmp_path / "run"
     train(tiny_scene, run, _cfg("train.steps=20", "train.eval_at_end=false"))
-    model = GaussianModel.load_ply(run / "splats.ply")
+    model = SplatModel.load_ply(run / "splats.ply")
     ck = load_checkpoint(latest_checkpoint(run))
-    for k in GaussianModel.PARAM_NAMES:
+    for k in SplatModel.PARAM_NAMES:
         assert torch.equal(model.params[k].data, ck["params"][k]), k
     assert main(["export", str(run), "--splat", str(tmp_path / "s.splat")]) == 0
     assert (tmp_path / "s.splat").stat().st_size == 32 * len(model)
@@ -174,12 +174,14 @@ def test_mcmc_progressive_and_random_background_train(tiny_scene, tmp_path):
         "strategy.mcmc.cap_max=66",
         "strategy.mcmc.refine_every=10",
         "strategy.mcmc.refine_start=0.05",
+        "reg.opacity_l1.weight=0.01",  # MCMC's L1 terms, as configs/mcmc.yaml sets them
+        "reg.scale_l1.weight=0.01",
         "train.progressive=[[0.0, 2.0], [0.5, 1.0]]",
         "data.random_background=true",
         "train.eval_at_end=false",
     )
     result = train(tiny_scene, tmp_path / "run", cfg)
-    assert result.num_gaussians == 66  # grown by 5% per refinement from 60, then held at the cap
+    assert result.num_primitives == 66  # grown by 5% per refinement from 60, then held at the cap
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert {"opacity_reg", "scale_reg"} <= set(log[-1])
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)

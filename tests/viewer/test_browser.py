@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from recon.models.gaussians import SH_C0, GaussianModel
+from recon.models.splats import SH_C0, SplatModel
 from recon.render import rasterize
 from tests.viewer.conftest import close_scene_tree, open_page, open_scene_tree, wait_for
 from viewer.app import start_viewer
 from viewer.camera import intrinsics_from_fov, viewmat_from_pose
 from viewer.scene_nodes import fly_to_camera
-from viewer.snapshot import SplatSnapshot
+from viewer.snapshot import ModelSnapshot
 from viewer.targets import load_target
 
 # Overlays the page draws over the 3D canvas; their pixels say nothing about the scene.
@@ -53,7 +53,7 @@ def test_page_loads_connects_and_shows_statistics(page, viewer, viewer_run):
     pg, client = page
     assert client is not None and len(viewer.server.get_clients()) == 1
     assert pg.locator("canvas").first.is_visible()
-    n = len(GaussianModel.load_ply(viewer_run / "splats.ply"))
+    n = len(SplatModel.load_ply(viewer_run / "splats.ply"))
     body = pg.inner_text("body")
     assert f"Gaussians: {n}" in body and "Cameras: 8 (" in body, body
 
@@ -113,7 +113,7 @@ def test_screenshot_shows_the_scene_where_rasterize_puts_it(page, viewer, viewer
     cam = client.camera
     # The page may draw at a reduced resolution (viser adapts it to the frame rate), never another aspect.
     assert cam.image_width / cam.image_height == pytest.approx(w / h, rel=0.01)
-    model = GaussianModel.load_ply(viewer_run / "splats.ply")
+    model = SplatModel.load_ply(viewer_run / "splats.ply")
     with torch.no_grad():
         out, _ = rasterize(
             **model.render_inputs(),
@@ -176,7 +176,7 @@ def test_render_panel_image_equals_rasterize(page, viewer, viewer_run):
     pg.get_by_text("RGB, 320x240").first.wait_for(timeout=10_000)
     shown = wait_for(lambda: _panel_image(pg, 320, 240), what="the image in the page")
     cam = client.camera
-    model = GaussianModel.load_ply(viewer_run / "splats.ply")
+    model = SplatModel.load_ply(viewer_run / "splats.ply")
     with torch.no_grad():
         out, _ = rasterize(
             **model.render_inputs(),
@@ -219,10 +219,11 @@ def test_new_splats_reach_the_open_page(page, viewer):
     pg, _ = page
     original = viewer.snapshot()
     before = _red_fraction(pg)
-    params = dict(original.params)
+    params = {k: v.detach() for k, v in original.model.params.items()}
     params["sh0"] = torch.tensor([0.5, -0.5, -0.5]).expand_as(params["sh0"]) / SH_C0  # every splat pure red
     viewer.set_visible("/cameras", False)
-    viewer.set_splats(SplatSnapshot(params, original.sh_degree, step=1))
+    red = SplatModel(params, original.model.max_sh_degree, original.model.primitive)
+    viewer.set_splats(ModelSnapshot(red, original.sh_degree, step=1))
     try:
         wait_for(lambda: _red_fraction(pg) > before + 0.05, timeout=20, what="red splats in the page")
     finally:

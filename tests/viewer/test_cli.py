@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from recon.cli import main
+from tests.helpers import default_sigint
 from tests.paths import REPO
 from tests.viewer.conftest import wait_for
 
@@ -78,6 +79,7 @@ def test_view_serves_on_the_next_free_port_on_localhost(viewer_run, tmp_path):
                 stderr=subprocess.PIPE,
                 text=True,
                 env=env,
+                preexec_fn=default_sigint,  # the test stops it with Ctrl-C
             )
         try:
             m = wait_for(

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from recon.data.scene import load_scene
-from recon.models.gaussians import GaussianModel
+from recon.models.splats import SplatModel
 from recon.train.schedule import Clock
+from tests.helpers import default_sigint
 from tests.paths import REPO
 from tests.viewer.conftest import open_page, wait_for
 from viewer.live import LiveViewer
@@ -53,7 +54,7 @@ def _training_thread(trainer, live, stop: threading.Event, step_seconds: float =
 @pytest.fixture
 def live_and_trainer(viewer_scene, viewer_run):
     live = LiveViewer("127.0.0.1", find_free_port("127.0.0.1", 8400), refresh_every=5, backend="reference")
-    trainer = FakeTrainer(load_scene(viewer_scene), GaussianModel.load_ply(viewer_run / "splats.ply"))
+    trainer = FakeTrainer(load_scene(viewer_scene), SplatModel.load_ply(viewer_run / "splats.ply"))
     stop = threading.Event()
     yield live, trainer, stop
     stop.set()
@@ -148,7 +149,15 @@ def test_recon_train_viewer_in_the_browser(browser, viewer_scene, tmp_path):
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     with open(err, "w") as errf:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=errf, env=env, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=errf,
+            env=env,
+            text=True,
+            preexec_fn=default_sigint,  # the test stops it with Ctrl-C
+        )
     try:
         url = _wait_for_line(err, r"viewer at (http://127\.0\.0\.1:\d+)", proc).group(1)
         pg, _ = open_page(browser, url)

@@ -13,14 +13,14 @@ import viser.transforms as vtf
 
 from recon.data.errors import ReconError
 from recon.data.scene import load_scene
-from recon.models.gaussians import SH_C0, GaussianModel
+from recon.models.splats import SH_C0, SplatModel
 from recon.render import RenderOutputs
 from viewer.camera import fov_from_intrinsics, intrinsics_from_fov, pose_from_viewmat, viewmat_from_pose
 from viewer.live import LossCurve, format_seconds
 from viewer.ports import find_free_port, port_is_free, url_for
 from viewer.render_panel import colorize, parse_resolution
 from viewer.scene_nodes import Frame, scene_up
-from viewer.snapshot import SplatSnapshot
+from viewer.snapshot import ModelSnapshot
 from viewer.targets import load_target
 
 
@@ -64,7 +64,7 @@ def test_splat_arrays_known_answer():
         "sh0": torch.tensor([[[0.5 / SH_C0, 0.0, -1.0 / SH_C0]]]),
         "shN": torch.zeros(1, 3, 3),
     }
-    centers, covs, rgbs, opa = SplatSnapshot(params, 1).splat_arrays()
+    centers, covs, rgbs, opa = ModelSnapshot(SplatModel(params, 1), 1).splat_arrays()
     np.testing.assert_allclose(centers, [[1, 2, 3]])
     np.testing.assert_allclose(covs[0], np.diag([1.0, 4.0, 0.25]), atol=1e-6)
     np.testing.assert_allclose(rgbs[0], [1.0, 0.5, 0.0], atol=1e-6)  # 0.5+0.5, 0.5, and 0.5-1 clamped to 0
@@ -72,13 +72,13 @@ def test_splat_arrays_known_answer():
 
 
 def test_snapshot_is_a_copy(viewer_run):
-    model = GaussianModel.load_ply(viewer_run / "splats.ply")
-    snap = SplatSnapshot.of(model, sh_degree=0, step=7)
+    model = SplatModel.load_ply(viewer_run / "splats.ply")
+    snap = ModelSnapshot.of(model, sh_degree=0, step=7)
     with torch.no_grad():
         model.params["means"].add_(1.0)
-    assert not torch.equal(snap.params["means"], model.params["means"])
+    assert not torch.equal(snap.model.params["means"], model.params["means"])
     assert len(snap) == len(model) and snap.sh_degree == 0 and snap.step == 7
-    assert snap.render_inputs["colors"].shape[1] == 4  # degree-1 SH coefficients kept for the render panel
+    assert snap.model.params["shN"].shape[1] == 3  # degree-1 SH coefficients kept for the render panel
 
 
 def test_scene_up_and_first_view(viewer_scene):

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from recon.data.cameras import Cameras
 from recon.data.errors import ReconError
-from recon.models.splats import SplatModel
+from recon.models import Representation
 
 from .bounds import crop_bounds
 from .cleanup import clean_mesh
@@ -22,14 +22,19 @@ from .write import to_trimesh
 
 
 def extract_mesh(
-    model: SplatModel, cameras: Cameras, opts: MeshOptions, console: Console | None = None
+    model: Representation, cameras: Cameras, opts: MeshOptions, console: Console | None = None
 ) -> tuple[trimesh.Trimesh, dict]:
-    """Mesh the model seen from ``cameras``; returns the mesh and a summary of the parameters used."""
+    """Mesh the model seen from ``cameras``; returns the mesh and a summary of the parameters used. TSDF fusion
+    serves any representation that renders depth; SuGaR's level set reads per-primitive Gaussians."""
     if len(model) == 0:
-        raise ReconError("the model has no Gaussians to mesh")
+        raise ReconError(f"the model has no {model.noun} to mesh")
     if opts.method == "tsdf":
         raw, surface, info = tsdf_mesh(lambda i: render_view(model, cameras, i, opts), cameras, opts, console)
     elif opts.method == "sugar":
+        if "primitives" not in model.capabilities:
+            raise ReconError(
+                f"--method sugar reads Gaussian primitives, which {model.label} lacks; use --method tsdf"
+            )
         raw, surface, info = sugar_mesh(model, cameras, opts, console)
     else:
         raise ReconError(f"unknown mesh method {opts.method!r}; choose tsdf or sugar")

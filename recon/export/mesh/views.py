@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from recon.data.cameras import Cameras
-from recon.models.splats import SplatModel
-from recon.render import rasterize
+from recon.models import Representation
 
 from .options import MeshOptions
 
@@ -40,19 +39,12 @@ RenderFn = Callable[[int], ViewMaps]
 
 
 @torch.no_grad()
-def render_view(model: SplatModel, cameras: Cameras, i: int, opts: MeshOptions) -> ViewMaps:
+def render_view(model: Representation, cameras: Cameras, i: int, opts: MeshOptions) -> ViewMaps:
     viewmats, Ks = cameras[[i]].torch()
-    inputs = model.render_inputs()
-    out, _ = rasterize(
-        **inputs,
-        viewmats=viewmats.float(),
-        Ks=Ks.float(),
-        width=int(cameras.widths[i]),
-        height=int(cameras.heights[i]),
-        sh_degree=model.sh_degree,
-        outputs=("rgb", "alpha", "depth_exp", "depth_median"),
-        backend=opts.backend,
-    )
+    out, _ = model.render(
+        viewmats.float(), Ks.float(), int(cameras.widths[i]), int(cameras.heights[i]),
+        ("rgb", "alpha", "depth_exp", "depth_median"), backend=opts.backend,
+    )  # fmt: skip
     alpha = out.alpha[0, ..., 0].clamp(0, 1)
     safe = alpha.clamp_min(1e-6)
     rgb = (out.rgb[0] / safe[..., None]).clamp(0, 1)

@@ -1,0 +1,86 @@
+"""Setting up a run: check the config against its representation, prepare the run folder, find and load the
+scene. Shared by ``recon train`` and by the commands that reopen a finished run (``runs.py``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from recon.data.errors import ReconError
+from recon.data.run_folder import RunFolder
+from recon.data.scene import Scene, load_scene
+from recon.data.split import SplitConfig
+from recon.models.registry import model_traits
+from recon.regularizers import check_supported
+
+from .config import Config
+
+
+def training_backend(cfg: Config) -> str:
+    """The rasterizer backend a run uses; a ReconError when the config asks for one its model lacks."""
+    try:
+        return model_traits(cfg.model).resolve_backend(cfg.train.backend)
+    except ValueError as e:  # e.g. surfels on gsplat: a choice the user made in the config
+        raise ReconError(f"train.backend / model: {e}") from None
+
+
+def check_config(cfg: Config) -> str:
+    """Everything about ``cfg`` that can be refused before a run folder is touched; returns the backend."""
+    backend = training_backend(cfg)
+    traits = model_traits(cfg.model)
+    check_supported(cfg.reg, traits.capabilities, traits.label)
+    return backend
+
+
+def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ReconError("--resume and --overwrite contradict each other; pass one of them")
+    if run.exists() and not run.is_dir():
+        raise ReconError(f"run folder {run} is a file; choose a folder for --out")
+    if resume:
+        if RunFolder(run).latest_checkpoint() is None:
+            raise ReconError(f"no checkpoint to resume in {run}; start a new run without --resume")
+        return
+    if run.exists() and any(run.iterdir()):
+        if not overwrite:
+            raise ReconError(
+                f"run folder {run} is not empty; pass --resume to continue it or --overwrite to replace it"
+            )
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+
+
+def scene_for_training(scene_path: Path, run: Path, console: Console) -> Path:
+    """The scene folder to train on: ``scene_path`` itself, or a scene `recon process` makes from a photo folder."""
+    from recon.data.photos import list_photos
+    from recon.data.scene import find_scene
+
+    if not scene_path.exists():
+        raise ReconError(f"scene {scene_path} does not exist; pass a scene folder or a folder of photos")
+    try:
+        find_scene(scene_path)
+        return scene_path
+    except ReconError:
+        if not scene_path.is_dir() or not list_photos(scene_path):
+            raise
+    from recon.data.sfm import process_photos
+
+    target = run / "scene"
+    if (target / "report.json").exists():
+        return target
+    console.print(f"{scene_path} is a photo folder: solving the cameras first (recon process)")
+    process_photos(scene_path, target, overwrite=True, console=console)
+    return target
+
+
+def load_training_scene(scene_path: Path, cfg: Config) -> Scene:
+    d = cfg.data
+    return load_scene(
+        scene_path,
+        downscale=d.downscale,
+        split=SplitConfig(every=d.split_every, split_file=d.split_file),
+        background=d.background,
+        ram_budget_mb=d.ram_budget_mb,
+    )
