@@ -130,7 +130,9 @@ def stats_markdown(target: ViewTarget, frame: nodes.Frame | None) -> str:
     rows = [f"**{target.kind}** `{target.path.name or target.path}`"]
     if target.model is not None:
         noun = target.model.noun
-        rows.append(f"{noun[:1].upper() + noun[1:]}: {len(target.model):,} (SH degree {target.model.max_sh_degree})")
+        rows.append(
+            f"{noun[:1].upper() + noun[1:]}: {len(target.model):,} (SH degree {target.model.max_sh_degree})"
+        )
     if target.step is not None:
         rows.append(f"Step: {target.step:,}")
     if target.scene is not None:

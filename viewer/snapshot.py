@@ -25,7 +25,9 @@ class ModelSnapshot:
     step: int | None = None
 
     @classmethod
-    def of(cls, model: Representation, sh_degree: int | None = None, step: int | None = None) -> ModelSnapshot:
+    def of(
+        cls, model: Representation, sh_degree: int | None = None, step: int | None = None
+    ) -> ModelSnapshot:
         degree = model.max_sh_degree if sh_degree is None else int(sh_degree)
         return cls(model.snapshot(), degree, step)
 
@@ -37,7 +39,14 @@ class ModelSnapshot:
         return self.model.noun
 
     def render(
-        self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int, outputs: Sequence[str], background, backend
+        self,
+        viewmat: np.ndarray,
+        K: np.ndarray,
+        width: int,
+        height: int,
+        outputs: Sequence[str],
+        background,
+        backend,
     ) -> RenderOutputs:
         """One camera's maps (no gradient)."""
         bg = torch.as_tensor(background, dtype=torch.float32)[None]

@@ -28,6 +28,16 @@ from .primitives import DEFAULT_PRIMITIVE, SplatPrimitive, splat_primitive
 
 log = logging.getLogger("recon")
 
+__all__ = [
+    "SH_C0",
+    "SplatModel",
+    "covariances",
+    "knn_mean_distance",
+    "render_inputs_of",
+    "rgb_to_sh0",
+    "sh0_to_rgb",
+]
+
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
 

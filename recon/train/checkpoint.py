@@ -14,7 +14,14 @@ import torch
 
 from recon.data.run_folder import RunFolder, load_checkpoint
 
-__all__ = ["ckpt_path", "list_checkpoints", "latest_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = [
+    "ckpt_path",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
 
 
 def ckpt_path(run: Path, step: int) -> Path:

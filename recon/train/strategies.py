@@ -220,7 +220,9 @@ class StrategyDensifier(Densifier):
         self.strategy, self.cap = strategy, cap
         self.default = isinstance(strategy, DefaultStrategy)
         strategy.check_sanity(params, optimizers)
-        self.state = strategy.initialize_state(scene_scale=extent) if self.default else strategy.initialize_state()
+        self.state = (
+            strategy.initialize_state(scene_scale=extent) if self.default else strategy.initialize_state()
+        )
         self.refine_step = PeriodicStep(strategy.refine_every)
         self.absgrad = bool(getattr(strategy, "absgrad", False))
         self.step_arg = 0

@@ -9,9 +9,7 @@ from recon.models.splats import SplatModel, knn_mean_distance, sh0_to_rgb
 
 def _model(n=50, degree=3, seed=0) -> SplatModel:
     rng = np.random.default_rng(seed)
-    m = SplatModel.from_points(
-        rng.normal(size=(n, 3)), rng.integers(0, 256, (n, 3), dtype=np.uint8), degree
-    )
+    m = SplatModel.from_points(rng.normal(size=(n, 3)), rng.integers(0, 256, (n, 3), dtype=np.uint8), degree)
     with torch.no_grad():
         for p in m.params.values():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)

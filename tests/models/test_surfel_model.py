@@ -9,8 +9,8 @@ from plyfile import PlyData
 
 from recon.data.errors import ReconError
 from recon.export.splat import splat_records
-from recon.models.primitives.surfel2d import SURFEL_THICKNESS
 from recon.models.ply import ply_attributes
+from recon.models.primitives.surfel2d import SURFEL_THICKNESS
 from recon.models.splats import SplatModel
 from recon.render import rasterize
 
@@ -47,7 +47,9 @@ def test_surfel_ply_is_a_flat_3dgs_file_that_reads_back_as_surfels(tmp_path):
     path = tmp_path / "splats.ply"
     m.save_ply(path)
     ply = PlyData.read(str(path))
-    assert ply["vertex"].data.dtype.names == tuple(ply_attributes(m.params["shN"].shape[1]))  # the 3DGS layout
+    assert ply["vertex"].data.dtype.names == tuple(
+        ply_attributes(m.params["shN"].shape[1])
+    )  # the 3DGS layout
     log_s = np.stack([ply["vertex"][f"scale_{i}"] for i in range(3)], 1)
     np.testing.assert_allclose(log_s[:, 2], log_s[:, :2].min(1) + math.log(SURFEL_THICKNESS), rtol=1e-6)
     assert (log_s[:, 2] < log_s[:, :2].min(1) - 6).all()  # flat along the normal, every one of them
