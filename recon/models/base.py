@@ -58,7 +58,7 @@ class Traits:
     """What a representation configured by a ``model`` config section offers, known before it is built (so a
     run can be refused before its folder is touched)."""
 
-    label: str  # how messages name it, as its config says it: e.g. "model.primitive=surfel2d"
+    label: str  # how messages name it, as its config says it: e.g. "model.primitive=NAME"
     capabilities: frozenset[str]  # see Representation.capabilities
     resolve_backend: Callable[
         [str], str
@@ -94,7 +94,7 @@ class Representation(ABC):
     @property
     @abstractmethod
     def label(self) -> str:
-        """How messages name it, as its config says it: e.g. "model.primitive=surfel2d"."""
+        """How messages name it, as its config says it: e.g. "model.primitive=NAME"."""
 
     @property
     @abstractmethod

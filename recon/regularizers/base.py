@@ -54,7 +54,7 @@ class RegContext:
     height: int
     target: Tensor | None = None  # [H,W,3] the photo, when a term compares against it
     backend: str = "auto"  # rasterizer backend, for terms that render extra maps of their own
-    primitive: str = "gaussian3d"  # what ``params`` describe ("surfel2d": 2D surfels), for those renders too
+    primitive: str = "gaussian3d"  # what ``params`` describe (recon.render.PRIMITIVES), for those renders too
 
 
 def window_active(step: int, start: int, end: int) -> bool:

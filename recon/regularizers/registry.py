@@ -80,7 +80,7 @@ def check_supported(cfg: RegularizersConfig, capabilities: frozenset[str], what:
     """Refuse, in one line, the first enabled regularizer that needs a capability the representation lacks.
 
     ``capabilities`` is what the representation offers (names from ``base.CAPABILITIES``); ``what`` describes it
-    for the message, e.g. ``"model.primitive=surfel2d"``. Call it before any work (the run folder included)."""
+    for the message, e.g. ``"model.primitive=NAME"``. Call it before any work (the run folder included)."""
     have = frozenset(capabilities)
     for key, reg in _built(cfg):
         missing = [c for c in CAPABILITIES if c in reg.requires and c not in have]
