@@ -16,16 +16,32 @@ Fixtures return factories, so a test picks its own size and seed:
   through the camera centre). It keeps random_scene's cases: behind the camera, across the image border, very
   large and very small, zero opacity. Needs n >= 140 to hold them all.
 
-All are plain functions too (``make_random_scene``, ``make_empty_view``, ``make_surfel_scene``) for use outside
-fixtures, and ``quat_of_frame`` turns rotation matrices into the wxyz quaternions the rasterizer takes.
+- ``primitive_scene(n, C, H, W, seed, sh_degree=None, dtype=torch.float32)`` -> the scene above that belongs to
+  the ``primitive`` under test (``SCENES``: random_scene for 3D Gaussians, surfel_scene for 2D surfels), with
+  ``primitive`` set. A test that asks for it (or for ``primitive``) runs once per entry of
+  ``recon.render.PRIMITIVES``; ``@pytest.mark.parametrize("primitive", [...])`` narrows that.
+
+All are plain functions too (``make_random_scene``, ``make_empty_view``, ``make_surfel_scene``,
+``make_primitive_scene``) for use outside fixtures, and ``quat_of_frame`` turns rotation matrices into the wxyz
+quaternions the rasterizer takes.
+
+For finite differences (float64): ``make_gradcheck_scene(primitive, C, sh_degree)`` gives three overlapping,
+rotated, anisotropic primitives in front of C 8×8 cameras, and ``assert_no_switch_within_reach(scene)`` checks
+that no skip / stop / clamp / median / NDC-near (and, for surfels, min-branch) decision is within reach of a
+finite-difference step at any pixel.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
+
+from recon.render import PRIMITIVES
+
+F64 = torch.float64
 
 
 def look_at(campos: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
@@ -210,6 +226,41 @@ def make_surfel_scene(
     return {k: v.to(dtype) if torch.is_tensor(v) else v for k, v in scene.items()}
 
 
+# The random scene of each primitive type: every entry of recon.render.PRIMITIVES needs one.
+SCENES = {"gaussian3d": make_random_scene, "surfel2d": make_surfel_scene}
+# Whether the depth maps read each pixel's own depth of the primitive (a surfel's ray-plane hit) rather than its
+# centre depth (a Gaussian's): only then can the depths composited at a pixel run against the compositing order.
+PER_PIXEL_DEPTH = {"gaussian3d": False, "surfel2d": True}
+
+
+def make_primitive_scene(
+    primitive: str,
+    n: int,
+    C: int,
+    H: int,
+    W: int,
+    seed: int,
+    sh_degree: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    """``SCENES[primitive]``'s scene with ``primitive`` set (surfels need n >= 140 for all their cases)."""
+    if primitive not in SCENES:
+        raise KeyError(f"no random scene for primitive {primitive!r}: add one to SCENES in {__file__}")
+    scene = SCENES[primitive](n, C, H, W, seed, sh_degree=sh_degree, dtype=dtype)
+    return {**scene, "primitive": primitive}
+
+
+@pytest.fixture(params=PRIMITIVES)
+def primitive(request) -> str:
+    """Each primitive type in turn."""
+    return request.param
+
+
+@pytest.fixture
+def primitive_scene(primitive):
+    return functools.partial(make_primitive_scene, primitive)
+
+
 @pytest.fixture
 def random_scene():
     return make_random_scene
@@ -223,3 +274,107 @@ def surfel_scene():
 @pytest.fixture
 def empty_view():
     return make_empty_view
+
+
+# ------------------------------------------------------------------------------------------ finite differences
+
+# Three overlapping, rotated, anisotropic primitives (unnormalised quaternions); a surfel's third scale is unused.
+GRADCHECK_PRIMITIVES = {
+    "gaussian3d": dict(
+        means=[[0.12, 0.04, 2.1], [-0.18, 0.1, 2.7], [0.1, -0.22, 3.3]],
+        quats=[[1.1, 0.3, -0.2, 0.1], [0.8, -0.1, 0.45, 0.3], [0.6, 0.2, 0.25, -0.5]],
+        scales=[[0.45, 0.35, 0.12], [0.55, 0.2, 0.65], [0.7, 0.5, 0.3]],
+        opacities=[0.6, 0.72, 0.55],
+    ),
+    "surfel2d": dict(
+        means=[[0.1, 0.05, 2.0], [-0.2, 0.1, 2.6], [0.15, -0.25, 3.1]],
+        quats=[[0.9, 0.3, -0.2, 0.1], [1.2, -0.1, 0.4, 0.3], [0.7, 0.2, 0.2, -0.5]],
+        scales=[[0.5, 0.35, 0.05], [0.6, 0.45, 0.7], [0.8, 0.6, 0.2]],
+        opacities=[0.55, 0.7, 0.6],
+    ),
+}
+
+
+def make_gradcheck_scene(primitive: str, C: int = 1, sh_degree: int | None = None) -> dict:
+    """``GRADCHECK_PRIMITIVES[primitive]`` in front of C 8×8 cameras (the second one slightly to the side), float64."""
+    viewmats = torch.eye(4, dtype=F64).repeat(C, 1, 1)
+    if C > 1:
+        viewmats[1, 0, 3], viewmats[1, 1, 3] = 0.06, -0.05
+    Ks = torch.tensor([[11.0, 0.0, 4.2], [0.0, 10.5, 3.9], [0.0, 0.0, 1.0]], dtype=F64).repeat(C, 1, 1)
+    colors = torch.tensor([[0.8, 0.1, 0.3], [0.2, 0.7, 0.2], [0.1, 0.3, 0.9]], dtype=F64)
+    if sh_degree is not None:
+        gen = torch.Generator().manual_seed(3)
+        colors = torch.randn(3, (sh_degree + 1) ** 2, 3, generator=gen, dtype=F64) * 0.3
+        colors[:, 0] += 1.0  # keeps the SH colours clear of the clamp at 0
+    scene = {k: torch.tensor(v, dtype=F64) for k, v in GRADCHECK_PRIMITIVES[primitive].items()}
+    scene.update(
+        colors=colors, viewmats=viewmats, Ks=Ks, width=8, height=8, sh_degree=sh_degree, primitive=primitive,
+        backgrounds=torch.tensor([[0.3, 0.2, 0.1]] * C, dtype=F64),
+    )  # fmt: skip
+    return scene
+
+
+def _gaussian_footprints(scene: dict, px: torch.Tensor, py: torch.Tensor):
+    """Per camera: (n, kernel value [H,W], depth) of each Gaussian in compositing order."""
+    from recon.render.projection import project_gaussians
+
+    W, H = scene["width"], scene["height"]
+    proj = project_gaussians(
+        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], W, H
+    )
+    assert proj.visible.all()
+    for c in range(proj.depths.shape[0]):
+        footprints = []
+        for n in torch.argsort(proj.depths[c]).tolist():
+            dx, dy = proj.means2d[c, n, 0] - px, proj.means2d[c, n, 1] - py
+            a, b, cc = proj.conics[c, n]
+            footprints.append(
+                (n, torch.exp(-(0.5 * (a * dx * dx + cc * dy * dy) + b * dx * dy)), proj.depths[c, n])
+            )
+        yield footprints
+
+
+def _surfel_footprints(scene: dict, px: torch.Tensor, py: torch.Tensor):
+    """Per camera: (n, kernel value [H,W], per-pixel depth [H,W]) of each surfel in compositing order, after
+    checking that ρ3d and ρ2d (the semantics' two terms, the smaller one wins) are nowhere about to swap."""
+    from recon.render.surfels import project_surfels, surfel_kernel
+
+    W, H = scene["width"], scene["height"]
+    proj = project_surfels(
+        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], W, H
+    )
+    assert proj.visible.all()
+    for c in range(proj.depths.shape[0]):
+        footprints = []
+        for n in torch.argsort(proj.depths[c]).tolist():
+            m2d, payload, z = proj.means2d[c, n], proj.payload[c, n], proj.depths[c, n]
+            kux, kuy, kuz, kvx, kvy, kvz = payload.tolist()
+            hu = torch.stack([px * kuz - kux, px * kvz - kvx, (px - m2d[0]) * z], -1)
+            hv = torch.stack([py * kuz - kuy, py * kvz - kvy, (py - m2d[1]) * z], -1)
+            s = torch.linalg.cross(hu, hv, dim=-1)
+            rho3 = (s[..., 0] ** 2 + s[..., 1] ** 2) / s[..., 2] ** 2
+            rho2 = 2 * ((px - m2d[0]) ** 2 + (py - m2d[1]) ** 2)
+            assert ((rho3 - rho2).abs() > 1e-4).all()
+            g, zp, _ = surfel_kernel(m2d, payload, z, px, py)
+            footprints.append((n, g, zp))
+        yield footprints
+
+
+FOOTPRINTS = {"gaussian3d": _gaussian_footprints, "surfel2d": _surfel_footprints}
+
+
+def assert_no_switch_within_reach(scene: dict) -> None:
+    """Finite differences only hold away from the α, T, median and NDC-near switches (and the surfel's min-branch),
+    at every pixel of every camera; every primitive must be visible in every camera."""
+    from recon.render.outputs import ALPHA_MAX, ALPHA_MIN, NDC_NEAR, T_EPS
+
+    W, H = scene["width"], scene["height"]
+    py, px = torch.meshgrid(torch.arange(H, dtype=F64) + 0.5, torch.arange(W, dtype=F64) + 0.5, indexing="ij")
+    for footprints in FOOTPRINTS[scene.get("primitive", "gaussian3d")](scene, px, py):
+        T = torch.ones(H, W, dtype=F64)
+        for n, g, z in footprints:
+            raw = scene["opacities"][n] * g
+            assert ((raw - ALPHA_MIN).abs() > 1e-4).all() and ((raw - ALPHA_MAX).abs() > 1e-4).all()
+            assert ((torch.as_tensor(z) - NDC_NEAR).abs() > 1e-4).all() and ((T - 0.5).abs() > 1e-4).all()
+            T = T * (1 - torch.where(raw >= ALPHA_MIN, raw, torch.zeros_like(raw)))
+            assert (T > 10 * T_EPS).all()
