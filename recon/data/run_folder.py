@@ -39,31 +39,16 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.config_path = self.path / self.CONFIG
+        self.meta_path = self.path / self.META
+        self.metrics_path = self.path / self.METRICS
+        self.log_path = self.path / self.LOG
+        self.ckpt_dir = self.path / self.CKPT_DIR
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
     # ----- paths -----
-    @property
-    def config_path(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def meta_path(self) -> Path:
-        return self.path / self.META
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def log_path(self) -> Path:
-        return self.path / self.LOG
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.path / self.CKPT_DIR
-
     def renders_dir(self, split: str = "test") -> Path:
         return self.path / self.RENDERS / split
 

@@ -36,30 +36,22 @@ class NearFarConfig(RegularizerConfig):
     topk: int = 5  # K: how many of the first and last contributors of each pixel are recorded
 
 
-def subset_depth_alpha(
-    params,
-    ids: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    backend: str,
-    primitive: str = "gaussian3d",
-) -> tuple[Tensor, Tensor]:
+def subset_depth_alpha(ctx: RegContext, ids: Tensor) -> tuple[Tensor, Tensor]:
     """(depth_exp, alpha) [C,H,W,1] of the primitives ``ids`` rendered alone (no colour, no background)."""
+    params = ctx.params
     out, _ = rasterize(
         means=params["means"][ids],
         quats=params["quats"][ids],
         scales=torch.exp(params["scales"][ids]),
         opacities=torch.sigmoid(params["opacities"][ids]),
         colors=torch.zeros(len(ids), 1, dtype=params["means"].dtype, device=params["means"].device),
-        viewmats=viewmats,
-        Ks=Ks,
-        width=width,
-        height=height,
+        viewmats=ctx.viewmats,
+        Ks=ctx.Ks,
+        width=ctx.width,
+        height=ctx.height,
         outputs=("alpha", "depth_exp"),
-        backend=backend,
-        primitive=primitive,
+        backend=ctx.backend,
+        primitive=ctx.primitive,
     )
     return out.depth_exp, out.alpha
 
@@ -105,7 +97,6 @@ class NearFar(Regularizer):
         near, far = contributor_sets(first, last)
         if len(near) == 0 or len(far) == 0:
             return {self.name: ctx.params["means"].sum() * 0.0}
-        args = (ctx.viewmats, ctx.Ks, ctx.width, ctx.height, ctx.backend, ctx.primitive)
-        dn, an = subset_depth_alpha(ctx.params, near, *args)
-        df, af = subset_depth_alpha(ctx.params, far, *args)
+        dn, an = subset_depth_alpha(ctx, near)
+        df, af = subset_depth_alpha(ctx, far)
         return {self.name: self.cfg.weight * nearfar_value(dn, an, df, af)}

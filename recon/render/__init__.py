@@ -93,20 +93,20 @@ def rasterize(
     if viewmats.dim() != 3 or Ks.dim() != 3:
         raise ValueError("viewmats must be [C,4,4] and Ks [C,3,3]")
     settings = RasterSettings(width, height, near_plane, far_plane, radius_clip, eps2d, tile_size)
-    args = (means, quats, scales, opacities, colors, viewmats, Ks)
+    args = (means, quats, scales, opacities, colors, viewmats, Ks, settings)
     common = dict(sh_degree=sh_degree, backgrounds=backgrounds, absgrad=absgrad, outputs=wanted)
     if chosen == "cpu":
         from .cpu import rasterize_cpu
 
-        out, info = rasterize_cpu(*args, settings, primitive=primitive, **common)
+        out, info = rasterize_cpu(*args, primitive=primitive, **common)
     elif chosen == "reference":
         from .reference import rasterize_reference
 
-        out, info = rasterize_reference(*args, settings, primitive=primitive, **common)
+        out, info = rasterize_reference(*args, primitive=primitive, **common)
     else:
         from .gsplat_backend import rasterize_gsplat
 
-        out, info = rasterize_gsplat(*args, **settings.as_kwargs(), **common)
+        out, info = rasterize_gsplat(*args, **common)
     info.setdefault("gaussian_ids", None)  # unpacked layout: gsplat's strategies require the key
     return out, info
 

@@ -81,24 +81,11 @@ class _Rasterize(torch.autograd.Function):
         kernel_id,
     ):
         tile_offsets, ids, slot_pos, gauss_offsets = bins
+        records = (means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids)
         feat, depth, alpha, T_final, last, med_idx, med, l1, ndc2, sums = load_ext().rasterize_forward(
-            kernel_id,
-            means2d,
-            payload,
-            opacities,
-            depths,
-            features,
-            backgrounds,
-            tile_offsets,
-            ids,
-            *grid,
-            *flags,
-            *_CONSTS,
+            kernel_id, *records, *grid, *flags, *_CONSTS
         )
-        ctx.save_for_backward(
-            means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
-            T_final, last, med_idx, sums,
-        )  # fmt: skip
+        ctx.save_for_backward(*records, slot_pos, gauss_offsets, T_final, last, med_idx, sums)
         ctx.grid = grid
         ctx.holder = holder
         ctx.kernel_id = kernel_id
@@ -108,36 +95,16 @@ class _Rasterize(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_depth, g_alpha, g_med, g_l1, g_ndc2, *g_parts):
-        (means2d, payload, opacities, depths, features, backgrounds, tile_offsets, ids, slot_pos, gauss_offsets,
-         T_final, last, med_idx, sums) = ctx.saved_tensors  # fmt: skip
+        *records, slot_pos, gauss_offsets, T_final, last, med_idx, sums = ctx.saved_tensors
+        means2d, payload, _opacities, _depths, features, _backgrounds, _tile_offsets, _ids = records
         F = features.shape[-1]
         # Gradients are materialised (zeros for an unused group), so the groups concatenate back to [C,H,W,F].
         g_feat = (torch.cat(g_parts, dim=-1) if len(g_parts) > 1 else g_parts[0]).contiguous()
+        maps = (grad_or_empty(g, features) for g in (g_depth, g_alpha, g_med, g_l1, g_ndc2))
         rows = load_ext().rasterize_backward(
-            ctx.kernel_id,
-            means2d,
-            payload,
-            opacities,
-            depths,
-            features,
-            backgrounds,
-            tile_offsets,
-            ids,
-            slot_pos,
-            gauss_offsets,
-            *ctx.grid,
-            T_final,
-            last,
-            med_idx,
-            sums,
-            g_feat,
-            grad_or_empty(g_depth, features),
-            grad_or_empty(g_alpha, features),
-            grad_or_empty(g_med, features),
-            grad_or_empty(g_l1, features),
-            grad_or_empty(g_ndc2, features),
-            *_CONSTS,
-        )
+            ctx.kernel_id, *records, slot_pos, gauss_offsets, *ctx.grid, T_final, last, med_idx, sums, g_feat,
+            *maps, *_CONSTS,
+        )  # fmt: skip
         P = payload.shape[-1]
         d_means2d = rows[..., 0:2]
         d_conics = rows[..., 2 : 2 + P]

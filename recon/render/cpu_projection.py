@@ -27,68 +27,53 @@ def grad_or_empty(g: Tensor | None, like: Tensor) -> Tensor:
     return g.contiguous()
 
 
-class ProjectGaussians(torch.autograd.Function):
-    """Projection of 3D Gaussians; ``settings`` = (width, height, eps2d, near, far, radius_clip)."""
+class _CppProjection(torch.autograd.Function):
+    """means, quats, scales -> (means2d, payload, depths, normals, radii) through a C++ forward/backward pair;
+    subclasses name the pair and which of the settings it takes."""
+
+    forward_op: str
+    backward_op: str
 
     @staticmethod
-    def forward(ctx, means, quats, scales, viewmats, Ks, settings, want_normals):
-        means2d, conics, depths, radii, normals = load_ext().project_forward(
-            means, quats, scales, viewmats, Ks, *settings, want_normals
+    def cpp_settings(settings: tuple) -> tuple:
+        return settings
+
+    @classmethod
+    def forward(cls, ctx, means, quats, scales, viewmats, Ks, settings, want_normals):
+        ops = cls.cpp_settings(settings)
+        means2d, payload, depths, radii, normals = getattr(load_ext(), cls.forward_op)(
+            means, quats, scales, viewmats, Ks, *ops, want_normals
         )
         ctx.save_for_backward(means, quats, scales, viewmats, Ks)
-        ctx.settings = settings
-        ctx.mark_non_differentiable(radii)
-        return means2d, conics, depths, normals, radii
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_means2d, g_conics, g_depths, g_normals, _g_radii):
-        means, quats, scales, viewmats, Ks = ctx.saved_tensors
-        d_means, d_quats, d_scales = load_ext().project_backward(
-            means,
-            quats,
-            scales,
-            viewmats,
-            Ks,
-            *ctx.settings,
-            grad_or_empty(g_means2d, means),
-            grad_or_empty(g_conics, means),
-            grad_or_empty(g_depths, means),
-            grad_or_empty(g_normals, means),
-        )
-        return d_means, d_quats, d_scales, None, None, None, None
-
-
-class ProjectSurfels(torch.autograd.Function):
-    """Projection of 2D surfels (the C++ twin of ``surfels.project_surfels``): means, quats, scales -> means2d,
-    payload (K a_u, K a_v) [C,N,6], depths, camera-space normals, radii; ``settings`` as for ``_Project`` (eps2d is
-    not used by surfels)."""
-
-    @staticmethod
-    def forward(ctx, means, quats, scales, viewmats, Ks, settings, want_normals):
-        width, height, _eps2d, near, far, radius_clip = settings
-        means2d, payload, depths, radii, normals = load_ext().project_surfels_forward(
-            means, quats, scales, viewmats, Ks, width, height, near, far, radius_clip, want_normals
-        )
-        ctx.save_for_backward(means, quats, scales, viewmats, Ks)
-        ctx.settings = (width, height, near, far, radius_clip)
+        ctx.ops = ops
         ctx.mark_non_differentiable(radii)
         return means2d, payload, depths, normals, radii
 
-    @staticmethod
+    @classmethod
     @once_differentiable
-    def backward(ctx, g_means2d, g_payload, g_depths, g_normals, _g_radii):
+    def backward(cls, ctx, g_means2d, g_payload, g_depths, g_normals, _g_radii):
         means, quats, scales, viewmats, Ks = ctx.saved_tensors
-        d_means, d_quats, d_scales = load_ext().project_surfels_backward(
-            means,
-            quats,
-            scales,
-            viewmats,
-            Ks,
-            *ctx.settings,
-            grad_or_empty(g_means2d, means),
-            grad_or_empty(g_payload, means),
-            grad_or_empty(g_depths, means),
-            grad_or_empty(g_normals, means),
+        grads = (grad_or_empty(g, means) for g in (g_means2d, g_payload, g_depths, g_normals))
+        d_means, d_quats, d_scales = getattr(load_ext(), cls.backward_op)(
+            means, quats, scales, viewmats, Ks, *ctx.ops, *grads
         )
         return d_means, d_quats, d_scales, None, None, None, None
+
+
+class ProjectGaussians(_CppProjection):
+    """Projection of 3D Gaussians (EWA splatting with the ``eps2d`` low-pass, near/far culling, 3-sigma radius):
+    payload = the conic [C,N,3]."""
+
+    forward_op, backward_op = "project_forward", "project_backward"
+
+
+class ProjectSurfels(_CppProjection):
+    """Projection of 2D surfels (the C++ twin of ``surfels.project_surfels``): payload = (K a_u, K a_v) [C,N,6];
+    eps2d is not used by surfels."""
+
+    forward_op, backward_op = "project_surfels_forward", "project_surfels_backward"
+
+    @staticmethod
+    def cpp_settings(settings: tuple) -> tuple:
+        width, height, _eps2d, near, far, radius_clip = settings
+        return (width, height, near, far, radius_clip)

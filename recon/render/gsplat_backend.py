@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .outputs import RenderOutputs
+from .settings import RasterSettings
 
 __all__ = ["gsplat_available", "rasterize_gsplat", "GSPLAT_OUTPUTS"]
 
@@ -43,14 +44,8 @@ def rasterize_gsplat(
     colors: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    eps2d: float = 0.3,
+    settings: RasterSettings,
     sh_degree: int | None = None,
-    tile_size: int = 16,
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
     outputs: Sequence[str] = ("rgb",),
@@ -87,15 +82,9 @@ def rasterize_gsplat(
         colors=colors,
         viewmats=viewmats,
         Ks=Ks,
-        width=int(width),
-        height=int(height),
-        near_plane=float(near_plane),
-        far_plane=float(far_plane),
-        radius_clip=float(radius_clip),
-        eps2d=float(eps2d),
+        **settings.as_kwargs(),  # width, height, near/far planes, radius_clip, eps2d, tile_size: gsplat's names
         sh_degree=sh_degree,
         packed=False,
-        tile_size=int(tile_size),
         backgrounds=backgrounds,
         render_mode=render_mode,
         absgrad=absgrad,

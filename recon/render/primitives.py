@@ -21,7 +21,6 @@ from torch import Tensor
 
 from .cpu_projection import ProjectGaussians, ProjectSurfels
 from .projection import Footprint, gaussian_alpha, project_gaussians
-from .settings import RasterSettings
 from .surfels import project_surfels, surfel_alpha
 
 __all__ = ["RasterPrimitive", "PRIMITIVES", "PRIMITIVE_TABLE", "get_primitive"]
@@ -29,8 +28,9 @@ __all__ = ["RasterPrimitive", "PRIMITIVES", "PRIMITIVE_TABLE", "get_primitive"]
 # (means, quats, scales, viewmats, Ks, settings.projection_tuple(), want_normals)
 #   -> (means2d [C,N,2], payload [C,N,P], depths [C,N], normals [C,N,3] or empty, radii [C,N] int32)
 CpuProjection = Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
-# (means, quats, scales, viewmats, Ks, settings, want_normals) -> (footprint with means2d/radii/normals, payload)
-ReferenceProjection = Callable[..., tuple[Footprint, Tensor]]
+# (means, quats, scales, viewmats, Ks, settings, want_normals) -> footprint (means2d, depths, radii, normals, tiles)
+# with the kernel's ``payload`` [C,N,P]
+ReferenceProjection = Callable[..., Footprint]
 # (means2d [t,K,2] or [t,P,K,2], payload [t,K,P], depths [t,K], opacities [t,K], entry_ok [t,K], px [t,P], py [t,P])
 #   -> (alpha [t,P,K], per-pixel depth [t,P,K] or None when the primitive composites its centre depth)
 ReferenceAlpha = Callable[..., tuple[Tensor, Tensor | None]]
@@ -58,22 +58,6 @@ def _surfels_cpu(means, quats, scales, viewmats, Ks, settings, want_normals):
     return ProjectSurfels.apply(means, quats, scales.contiguous(), viewmats, Ks, settings, want_normals)
 
 
-def _gaussians_reference(means, quats, scales, viewmats, Ks, s: RasterSettings, want_normals: bool):
-    proj = project_gaussians(
-        means, quats, scales, viewmats, Ks, s.width, s.height, near_plane=s.near_plane, far_plane=s.far_plane,
-        radius_clip=s.radius_clip, eps2d=s.eps2d, tile_size=s.tile_size, with_normals=want_normals,
-    )  # fmt: skip
-    return proj, proj.conics
-
-
-def _surfels_reference(means, quats, scales, viewmats, Ks, s: RasterSettings, want_normals: bool):
-    proj = project_surfels(
-        means, quats, scales, viewmats, Ks, s.width, s.height, near_plane=s.near_plane, far_plane=s.far_plane,
-        radius_clip=s.radius_clip, tile_size=s.tile_size, with_normals=want_normals,
-    )  # fmt: skip
-    return proj, proj.payload
-
-
 def _gaussian_alpha(m2d, payload, depths, opac, entry_ok, px, py):
     return gaussian_alpha(m2d, payload, opac, entry_ok, px, py), None
 
@@ -87,7 +71,7 @@ PRIMITIVE_TABLE: dict[str, RasterPrimitive] = {
             kernel_id=0,
             payload_size=3,
             project_cpu=_gaussians_cpu,
-            project_reference=_gaussians_reference,
+            project_reference=project_gaussians,
             alpha_reference=_gaussian_alpha,
             backends=("cpu", "reference", "gsplat"),
         ),
@@ -97,7 +81,7 @@ PRIMITIVE_TABLE: dict[str, RasterPrimitive] = {
             kernel_id=1,
             payload_size=6,
             project_cpu=_surfels_cpu,
-            project_reference=_surfels_reference,
+            project_reference=project_surfels,
             alpha_reference=surfel_alpha,
             backends=("cpu", "reference"),
             backend_note="gsplat's 2DGS kernels follow other conventions",

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .outputs import ALPHA_MAX, ALPHA_MIN
+from .settings import RasterSettings
 
 __all__ = [
     "Footprint",
@@ -38,6 +39,7 @@ class Footprint(Protocol):
     tile_max: Tensor  # [C,N,2] int64, exclusive
     tile_width: int
     tile_height: int
+    payload: Tensor  # [C,N,P] what the primitive's kernel reads
 
 
 @dataclass
@@ -54,6 +56,11 @@ class Projection:
     tile_width: int
     tile_height: int
     normals: Tensor | None = None  # [C,N,3] camera-space unit normals facing the camera, if asked for
+
+    @property
+    def payload(self) -> Tensor:
+        """What the Gaussian kernel reads per primitive: the conic."""
+        return self.conics
 
 
 @dataclass
@@ -108,13 +115,7 @@ def project_gaussians(
     scales: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    eps2d: float = 0.3,
-    tile_size: int = 16,
+    settings: RasterSettings,
     with_normals: bool = False,
 ) -> Projection:
     """Project N Gaussians (means [N,3], quats [N,4] wxyz, scales [N,3]) into C pinhole cameras.
@@ -123,6 +124,8 @@ def project_gaussians(
     is degenerate, its radius is <= radius_clip, or its 3-sigma box misses the image. Culled entries carry finite
     (zero-gradient) values, so masking them never produces NaN gradients.
     """
+    width, height, eps2d, tile_size = settings.width, settings.height, settings.eps2d, settings.tile_size
+    near_plane, far_plane, radius_clip = settings.near_plane, settings.far_plane, settings.radius_clip
     dtype = means.dtype
     R = viewmats[:, :3, :3].detach().to(dtype)  # [C,3,3]
     t = viewmats[:, :3, 3].detach().to(dtype)  # [C,3]

@@ -101,7 +101,8 @@ def _prepare(
     if opacities.shape != (N,):
         raise ValueError(f"opacities must be [N] (N={N}), got {tuple(opacities.shape)}")
     prim = get_primitive(primitive)
-    proj, payload = prim.project_reference(means, quats, scales, viewmats, Ks, settings, want_normals)
+    proj = prim.project_reference(means, quats, scales, viewmats, Ks, settings, want_normals)
+    payload = proj.payload
     bins = bin_tiles(proj)
     cols = None
     if colors is not None:
@@ -390,13 +391,7 @@ def pixel_contributions(
     opacities: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    eps2d: float = 0.3,
-    tile_size: int = 16,
+    settings: RasterSettings,
     primitive: str = "gaussian3d",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Debug view of step 8: per pixel, the composited primitives in compositing order.
@@ -405,7 +400,6 @@ def pixel_contributions(
     were skipped or came after the stop are left out, so brute-force sums over w and z reproduce the maps (z is a
     surfel's per-pixel depth z_p, a Gaussian's centre depth).
     """
-    settings = RasterSettings(width, height, near_plane, far_plane, radius_clip, eps2d, tile_size)
     C, N, H, W, T = viewmats.shape[0], means.shape[0], settings.height, settings.width, settings.tile_size
     scene = _prepare(
         means,
@@ -454,11 +448,7 @@ def contributors_reference(
 ) -> tuple[Tensor, Tensor]:
     """(first, last) [C,H,W,k] int64: the first and the last k entries of each pixel's list from
     ``pixel_contributions``, in compositing order, −1 where a pixel composites fewer."""
-    s = settings
-    ids, _, _ = pixel_contributions(
-        means, quats, scales, opacities, viewmats, Ks, s.width, s.height, s.near_plane, s.far_plane,
-        s.radius_clip, s.eps2d, s.tile_size, primitive,
-    )  # fmt: skip
+    ids, _, _ = pixel_contributions(means, quats, scales, opacities, viewmats, Ks, settings, primitive)
     C, H, W, L = ids.shape
     pad = torch.full((C, H, W, k), -1, dtype=torch.long, device=ids.device)
     if L == 0:

@@ -56,6 +56,7 @@ from torch import Tensor
 
 from .outputs import ALPHA_MAX, ALPHA_MIN
 from .projection import quat_to_rotmat, tile_ranges
+from .settings import RasterSettings
 
 __all__ = ["SurfelProjection", "project_surfels", "surfel_kernel", "RADIUS_MAX"]
 
@@ -86,21 +87,17 @@ def project_surfels(
     scales: Tensor,
     viewmats: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
-    *,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
-    radius_clip: float = 0.0,
-    tile_size: int = 16,
+    settings: RasterSettings,
     with_normals: bool = False,
 ) -> SurfelProjection:
     """Project N surfels (means [N,3], quats [N,4] wxyz, scales [N,3], only [:, :2] used) into C pinhole cameras.
 
     Steps 1-4 of the module docstring. Values are differentiable w.r.t. means, quats and scales; every discrete
     decision (culling, radius, tiles, normal sign) is taken on detached values; viewmats and Ks are constants.
-    Culled entries carry finite values, so masking them never produces NaN gradients.
+    Culled entries carry finite values, so masking them never produces NaN gradients. ``settings.eps2d`` is unused.
     """
+    width, height, tile_size = settings.width, settings.height, settings.tile_size
+    near_plane, far_plane, radius_clip = settings.near_plane, settings.far_plane, settings.radius_clip
     dtype = means.dtype
     R = viewmats[:, :3, :3].detach().to(dtype)  # [C,3,3]
     t = viewmats[:, :3, 3].detach().to(dtype)  # [C,3]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recon.regularizers.distortion import Distortion, DistortionConfig
+from recon.render import RasterSettings
 from recon.render.outputs import NDC_FAR, NDC_NEAR
 from recon.render.reference import pixel_contributions
 
@@ -69,7 +70,7 @@ def test_recursion_matches_brute_force():
     with torch.no_grad():
         ids, w, z = pixel_contributions(
             params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
-            vm, K, SIZE, SIZE,
+            vm, K, RasterSettings(SIZE, SIZE),
         )  # fmt: skip
     assert (ids >= 0).sum(-1).max() >= 5  # the scene really layers several splats per pixel
     wi, wj = w[..., :, None], w[..., None, :]

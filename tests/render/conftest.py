@@ -39,7 +39,7 @@ import math
 import pytest
 import torch
 
-from recon.render import PRIMITIVES
+from recon.render import PRIMITIVES, RasterSettings
 
 F64 = torch.float64
 
@@ -320,7 +320,7 @@ def _gaussian_footprints(scene: dict, px: torch.Tensor, py: torch.Tensor):
 
     W, H = scene["width"], scene["height"]
     proj = project_gaussians(
-        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], W, H
+        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], RasterSettings(W, H)
     )
     assert proj.visible.all()
     for c in range(proj.depths.shape[0]):
@@ -341,7 +341,7 @@ def _surfel_footprints(scene: dict, px: torch.Tensor, py: torch.Tensor):
 
     W, H = scene["width"], scene["height"]
     proj = project_surfels(
-        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], W, H
+        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], RasterSettings(W, H)
     )
     assert proj.visible.all()
     for c in range(proj.depths.shape[0]):

@@ -209,8 +209,9 @@ def test_distortion_maps_equal_brute_force_double_sums(primitive_scene, primitiv
     out, _, _ = render(
         scene, "cpu", outputs=("alpha", "depth_exp", "distort_l1", "distort_ndc2"), tile_size=8
     )
-    keys = ("means", "quats", "scales", "opacities", "viewmats", "Ks", "width", "height")
-    ids, w, z = pixel_contributions(**{k: scene[k] for k in keys}, tile_size=8, primitive=primitive)
+    keys = ("means", "quats", "scales", "opacities", "viewmats", "Ks")
+    settings = RasterSettings(scene["width"], scene["height"], tile_size=8)
+    ids, w, z = pixel_contributions(*(scene[k] for k in keys), settings, primitive)
     w, z = w.numpy(), z.numpy()
     # Σ_{i>j} 2 w_i w_j (z_i − z_j) over each pixel's list in compositing order: signed, since a surfel's per-pixel
     # depth need not follow the order of the centre depths; a Gaussian's does, so for it this is Σ w_i w_j |z_i − z_j|
@@ -264,7 +265,8 @@ def test_cpu_projection_equals_the_torch_contract(primitive_scene, primitive, se
     leaves = {k: scene[k].clone().requires_grad_(True) for k in ("means", "quats", "scales")}
     args = {k: v.detach().clone().requires_grad_(True) for k, v in leaves.items()}
     m2d, pay, dep, nrm, rad = prim.project_cpu(*args.values(), vm, Ks, settings.projection_tuple(), True)
-    ref, ref_pay = prim.project_reference(*leaves.values(), vm, Ks, settings, True)
+    ref = prim.project_reference(*leaves.values(), vm, Ks, settings, True)
+    ref_pay = ref.payload
     vis = rad > 0
     assert torch.equal(rad, ref.radii) and vis.any() and (~vis).any()
     got, want = (m2d, pay, dep, nrm), (ref.means2d, ref_pay, ref.depths, ref.normals)

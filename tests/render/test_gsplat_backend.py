@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recon.render import rasterize
-from recon.render.gsplat_backend import GSPLAT_OUTPUTS, gsplat_available, rasterize_gsplat
+from recon.render.gsplat_backend import GSPLAT_OUTPUTS, gsplat_available
 
 needs_gsplat = pytest.mark.skipif(
     not gsplat_available(), reason="gsplat's CUDA kernels need an NVIDIA GPU with CUDA (not available here)"
@@ -17,7 +17,7 @@ needs_gsplat = pytest.mark.skipif(
 def test_maps_gsplat_cannot_give_raise_a_clear_error(random_scene, name):
     scene = random_scene(20, 1, 8, 8, seed=0)
     with pytest.raises(ValueError, match=rf"cannot render {name}.*backend='cpu'"):
-        rasterize_gsplat(**scene, outputs=("rgb", name))
+        rasterize(**scene, outputs=("rgb", name), backend="gsplat")
 
 
 def test_available_is_false_without_cuda():

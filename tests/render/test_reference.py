@@ -19,7 +19,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 import recon.render.reference as reference
-from recon.render import OUTPUT_NAMES, PRIMITIVES, rasterize, resolve_backend
+from recon.render import OUTPUT_NAMES, PRIMITIVES, RasterSettings, rasterize, resolve_backend
 from recon.render.outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS
 from recon.render.projection import bin_tiles, project_gaussians
 from recon.render.reference import pixel_contributions
@@ -371,10 +371,16 @@ def _sequential_render(scene: dict, tile_size: int) -> dict:
     """The compositing of the semantics as a literal per-pixel loop (numpy), every map; it reuses only the
     projection's culling, tile ranges, centres and depths (and, for Gaussians, conics and normals)."""
     primitive = scene["primitive"]
+    settings = RasterSettings(scene["width"], scene["height"], tile_size=tile_size)
     proj = PROJECT[primitive](
-        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], scene["width"],
-        scene["height"], tile_size=tile_size, with_normals=True,
-    )  # fmt: skip
+        scene["means"],
+        scene["quats"],
+        scene["scales"],
+        scene["viewmats"],
+        scene["Ks"],
+        settings,
+        with_normals=True,
+    )
     C, N = proj.depths.shape
     H, W = scene["height"], scene["width"]
     z = proj.depths.detach().numpy()
@@ -452,8 +458,9 @@ def test_vectorised_compositing_equals_sequential_loop(primitive_scene, primitiv
 def test_distortion_maps_equal_brute_force_double_sums(primitive_scene, primitive):
     scene = primitive_scene(140, 2, 20, 26, seed=5, dtype=F64)
     out, _ = render(scene, outputs=("alpha", "depth_exp", "distort_l1", "distort_ndc2"), tile_size=8)
-    keys = ("means", "quats", "scales", "opacities", "viewmats", "Ks", "width", "height")
-    ids, w, z = pixel_contributions(**{k: scene[k] for k in keys}, tile_size=8, primitive=primitive)
+    keys = ("means", "quats", "scales", "opacities", "viewmats", "Ks")
+    settings = RasterSettings(scene["width"], scene["height"], tile_size=8)
+    ids, w, z = pixel_contributions(*(scene[k] for k in keys), settings, primitive)
     w, z = w.numpy(), z.numpy()
     # 2 Σ_{i>j} w_i w_j (z_i − z_j) in compositing order: Σ w_i w_j |z_i − z_j| where the depths follow that order
     l1 = 2 * (z[..., :, None] - z[..., None, :]) * w[..., :, None] * w[..., None, :]
@@ -526,8 +533,13 @@ def test_projection_matches_gsplat_torch_implementation(random_scene):
     ti = pytest.importorskip("gsplat.cuda._torch_impl")
     scene = random_scene(80, 2, 24, 30, seed=11, dtype=F64)
     proj = project_gaussians(
-        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], 30, 24
-    )  # fmt: skip
+        scene["means"],
+        scene["quats"],
+        scene["scales"],
+        scene["viewmats"],
+        scene["Ks"],
+        RasterSettings(30, 24),
+    )
     covars, _ = ti._quat_scale_to_covar_preci(
         scene["quats"], scene["scales"], compute_preci=False, triu=False
     )
@@ -549,7 +561,7 @@ def test_surfel_radius_covers_the_kernel():
     scene = make_surfel_scene(160, 3, 40, 56, seed=8, dtype=F64)
     W, H = scene["width"], scene["height"]
     proj = project_surfels(
-        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], W, H
+        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], RasterSettings(W, H)
     )
     px, py = (torch.from_numpy(a) for a in pixel_grid(W, H))
     reach = []
@@ -622,8 +634,13 @@ def test_strategy_keys_in_info(primitive_scene, primitive):
     assert culled.any() and (info["means2d"].grad[culled] == 0).all()
     assert info["means2d"].grad[~culled].abs().sum() > 0
     proj = PROJECT[primitive](
-        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], 24, 20
-    )  # fmt: skip
+        scene["means"],
+        scene["quats"],
+        scene["scales"],
+        scene["viewmats"],
+        scene["Ks"],
+        RasterSettings(24, 20),
+    )
     assert info["n_isects"] == int(bin_tiles(proj).tile_counts.sum()) > 0
 
 
