@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .outputs import OUTPUT_NAMES, RenderOutputs, normalize_outputs
 from .primitives import PRIMITIVES, get_primitive
-from .settings import RasterSettings
+from .settings import RasterSettings, RenderRequest, Splats
 
 __all__ = [
     "rasterize",
@@ -93,20 +93,15 @@ def rasterize(
     if viewmats.dim() != 3 or Ks.dim() != 3:
         raise ValueError("viewmats must be [C,4,4] and Ks [C,3,3]")
     settings = RasterSettings(width, height, near_plane, far_plane, radius_clip, eps2d, tile_size)
-    args = (means, quats, scales, opacities, colors, viewmats, Ks, settings)
-    common = dict(sh_degree=sh_degree, backgrounds=backgrounds, absgrad=absgrad, outputs=wanted)
+    args = (Splats(means, quats, scales, opacities, colors), viewmats, Ks, settings)
+    request = RenderRequest(wanted, sh_degree, backgrounds, absgrad, primitive)
     if chosen == "cpu":
-        from .cpu import rasterize_cpu
-
-        out, info = rasterize_cpu(*args, primitive=primitive, **common)
+        from .cpu import rasterize_cpu as backend_fn
     elif chosen == "reference":
-        from .reference import rasterize_reference
-
-        out, info = rasterize_reference(*args, primitive=primitive, **common)
+        from .reference import rasterize_reference as backend_fn
     else:
-        from .gsplat_backend import rasterize_gsplat
-
-        out, info = rasterize_gsplat(*args, **common)
+        from .gsplat_backend import rasterize_gsplat as backend_fn
+    out, info = backend_fn(*args, request)
     info.setdefault("gaussian_ids", None)  # unpacked layout: gsplat's strategies require the key
     return out, info
 
@@ -136,16 +131,8 @@ def contributors(
     if k < 1:
         raise ValueError(f"contributors: k must be at least 1, got {k}")
     settings = RasterSettings(width, height, **options)
-    args = (
-        means.detach(),
-        quats.detach(),
-        scales.detach(),
-        opacities.detach(),
-        viewmats,
-        Ks,
-        settings,
-        int(k),
-    )
+    splats = Splats(means.detach(), quats.detach(), scales.detach(), opacities.detach())
+    args = (splats, viewmats, Ks, settings, int(k))
     if chosen == "cpu":
         from .cpu import contributors_cpu
 

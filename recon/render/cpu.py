@@ -20,8 +20,6 @@ gsplat's densification strategies read).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -30,7 +28,7 @@ from ._ext import load_ext
 from .cpu_projection import grad_or_empty
 from .outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
 from .primitives import RasterPrimitive, get_primitive
-from .settings import RasterSettings
+from .settings import RasterSettings, RenderRequest, Splats
 
 __all__ = ["rasterize_cpu", "contributors_cpu"]
 
@@ -137,35 +135,19 @@ def _colors_per_camera(colors: Tensor, means: Tensor, viewmats: Tensor, sh_degre
 
 def _project(
     prim: RasterPrimitive,
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
+    splats: Splats,
     viewmats: Tensor,
     Ks: Tensor,
     settings: RasterSettings,
-    want_normals: bool,
+    normals: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(means2d, payload, depths, normals, radii) of the primitive's C++ projection Function."""
-    return prim.project_cpu(
-        means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats, Ks, settings.projection_tuple(),
-        want_normals,
-    )  # fmt: skip
+    means, quats, scales = (t.contiguous() for t in splats[:3])
+    return prim.project_cpu(means, quats, scales, viewmats, Ks, settings.projection_tuple(), normals)
 
 
 def rasterize_cpu(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    settings: RasterSettings,
-    sh_degree: int | None = None,
-    backgrounds: Tensor | None = None,
-    absgrad: bool = False,
-    outputs: Sequence[str] = ("rgb",),
-    primitive: str = "gaussian3d",
+    splats: Splats, viewmats: Tensor, Ks: Tensor, settings: RasterSettings, request: RenderRequest
 ) -> tuple[RenderOutputs, dict]:
     """Render C views of N primitives on the CPU; same arguments and results as ``recon.render.rasterize``.
 
@@ -173,6 +155,8 @@ def rasterize_cpu(
     gradients are not supported (viewmats and Ks are treated as constants). float32 and float64 both work (float64
     for gradcheck). Only the maps named in ``outputs`` are computed.
     """
+    means, quats, scales, opacities, colors = splats
+    outputs, sh_degree, backgrounds, absgrad, primitive = request
     dtype = means.dtype
     C, N = viewmats.shape[0], means.shape[0]
     viewmats = viewmats.detach().to(dtype).contiguous()
@@ -182,7 +166,7 @@ def rasterize_cpu(
     width, height, tile_size = settings.width, settings.height, settings.tile_size
     # conics: the kernel payload (a Gaussian's conic [C,N,3], a surfel's (K a_u, K a_v) [C,N,6]).
     means2d, conics, depths, normals, radii = _project(
-        prim, means, quats, scales, viewmats, Ks, settings, "normal" in wanted
+        prim, splats, viewmats, Ks, settings, "normal" in wanted
     )
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -279,10 +263,7 @@ def rasterize_cpu(
 
 @torch.no_grad()
 def contributors_cpu(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
+    splats: Splats,
     viewmats: Tensor,
     Ks: Tensor,
     settings: RasterSettings,
@@ -291,13 +272,14 @@ def contributors_cpu(
 ) -> tuple[Tensor, Tensor]:
     """(first, last) [C,H,W,k] int64: ids of the first and the last k primitives each pixel composites, in
     compositing order, −1 where fewer; the forward's exact rules, in one extra pass without features or gradient."""
+    means, opacities = splats.means, splats.opacities
     dtype = means.dtype
     C, N = viewmats.shape[0], means.shape[0]
     viewmats = viewmats.to(dtype).contiguous()
     Ks = Ks.to(dtype).contiguous()
     prim = get_primitive(primitive)
     ext = load_ext()
-    means2d, conics, depths, _, radii = _project(prim, means, quats, scales, viewmats, Ks, settings, False)
+    means2d, conics, depths, _, radii = _project(prim, splats, viewmats, Ks, settings, False)
     width, height, tile_size = settings.width, settings.height, settings.tile_size
     tile_offsets, ids, _, _ = ext.bin_primitives(
         means2d, radii, depths, tile_size, settings.tile_width, settings.tile_height

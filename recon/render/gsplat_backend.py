@@ -10,13 +10,12 @@ opacity-aware per-axis box instead of a 3·sqrt(λmax) square, so ``info["radii"
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .outputs import RenderOutputs
-from .settings import RasterSettings
+from .settings import RasterSettings, RenderRequest, Splats
 
 __all__ = ["gsplat_available", "rasterize_gsplat", "GSPLAT_OUTPUTS"]
 
@@ -37,24 +36,15 @@ def gsplat_available() -> bool:
 
 
 def rasterize_gsplat(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    settings: RasterSettings,
-    sh_degree: int | None = None,
-    backgrounds: Tensor | None = None,
-    absgrad: bool = False,
-    outputs: Sequence[str] = ("rgb",),
+    splats: Splats, viewmats: Tensor, Ks: Tensor, settings: RasterSettings, request: RenderRequest
 ) -> tuple[RenderOutputs, dict]:
     """Render with ``gsplat.rasterization`` (classic mode, unpacked) and return our ``RenderOutputs`` and its meta.
 
     ``info`` is gsplat's meta dict (``means2d`` [C,N,2] with its gradient retained, ``radii`` [C,N,2], ``depths``,
     ``width``, ``height``, ``n_cameras``, ``tile_size``, ``tile_width``, ``tile_height``, ...) plus ``n_isects``.
     """
+    means, quats, scales, opacities, colors = splats
+    outputs, sh_degree, backgrounds, absgrad, _primitive = request
     wanted = tuple(outputs)
     unsupported = [name for name in wanted if name not in GSPLAT_OUTPUTS]
     if unsupported:

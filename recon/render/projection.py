@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ __all__ = [
     "project_gaussians",
     "bin_tiles",
     "tile_ranges",
+    "camera_space",
     "gaussian_alpha",
 ]
 
@@ -109,6 +110,36 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
 
 
+class CameraSpace(NamedTuple):
+    R: Tensor  # [C,3,3] world-to-camera rotation (detached)
+    fx: Tensor  # [C,1]
+    fy: Tensor
+    cx: Tensor
+    cy: Tensor
+    p: Tensor  # [C,N,3] camera-space centres
+    z: Tensor  # [C,N] their depth
+    in_range: Tensor  # [C,N] bool: near_plane <= z <= far_plane (and z != 0)
+    z_safe: Tensor  # [C,N] z where in range, else 1 (so divisions stay finite)
+
+
+def camera_space(
+    means: Tensor, viewmats: Tensor, Ks: Tensor, near_plane: float, far_plane: float
+) -> CameraSpace:
+    """Step 1 of every primitive's projection: camera-space centres and depth culling; viewmats and Ks are
+    constants (detached), in the dtype of ``means``."""
+    dtype = means.dtype
+    R = viewmats[:, :3, :3].detach().to(dtype)
+    t = viewmats[:, :3, 3].detach().to(dtype)
+    Ks = Ks.detach().to(dtype)
+    p = torch.matmul(means, R.transpose(1, 2)) + t[:, None, :]
+    z = p[..., 2]
+    in_range = (z >= near_plane) & (z <= far_plane) & (z != 0)
+    z_safe = torch.where(in_range, z, torch.ones_like(z))
+    return CameraSpace(
+        R, Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None], p, z, in_range, z_safe
+    )
+
+
 def project_gaussians(
     means: Tensor,
     quats: Tensor,
@@ -126,18 +157,8 @@ def project_gaussians(
     """
     width, height, eps2d, tile_size = settings.width, settings.height, settings.eps2d, settings.tile_size
     near_plane, far_plane, radius_clip = settings.near_plane, settings.far_plane, settings.radius_clip
-    dtype = means.dtype
-    R = viewmats[:, :3, :3].detach().to(dtype)  # [C,3,3]
-    t = viewmats[:, :3, 3].detach().to(dtype)  # [C,3]
-    Ks = Ks.detach().to(dtype)
-    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C,1]
-    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-
     # 1. camera-space centres; depth culling.
-    p = torch.matmul(means, R.transpose(1, 2)) + t[:, None, :]  # [C,N,3]
-    z = p[..., 2]
-    in_range = (z >= near_plane) & (z <= far_plane) & (z != 0)
-    z_safe = torch.where(in_range, z, torch.ones_like(z))
+    R, fx, fy, cx, cy, p, z, in_range, z_safe = camera_space(means, viewmats, Ks, near_plane, far_plane)
 
     # 2. world and camera covariances: Σ = (Rq S)(Rq S)ᵀ, Σc = R Σ Rᵀ.
     Rq = quat_to_rotmat(quats)  # [N,3,3]

@@ -59,7 +59,7 @@ from torch.utils.checkpoint import checkpoint
 from .outputs import NDC_FAR, NDC_NEAR, T_EPS, RenderOutputs
 from .primitives import RasterPrimitive, get_primitive
 from .projection import Footprint, TileBins, bin_tiles
-from .settings import RasterSettings
+from .settings import RasterSettings, RenderRequest, Splats
 from .sh import colors_from_sh
 
 __all__ = ["rasterize_reference", "pixel_contributions", "contributors_reference"]
@@ -317,25 +317,15 @@ def _check_args(
 
 
 def rasterize_reference(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    settings: RasterSettings,
-    sh_degree: int | None = None,
-    backgrounds: Tensor | None = None,
-    absgrad: bool = False,
-    outputs: Sequence[str] = ("rgb",),
-    primitive: str = "gaussian3d",
+    splats: Splats, viewmats: Tensor, Ks: Tensor, settings: RasterSettings, request: RenderRequest
 ) -> tuple[RenderOutputs, dict]:
     """Render the maps named in ``outputs`` for C cameras; see the module docstring for the exact semantics
     (and ``primitives.py`` for the other primitives).
 
     Gradients reach means, quats, scales, opacities, colors/SH and backgrounds, not viewmats or Ks.
     """
+    means, quats, scales, opacities, colors = splats
+    outputs, sh_degree, backgrounds, absgrad, primitive = request
     _check_args(means, quats, scales, viewmats, Ks, backgrounds)
     wanted = tuple(outputs)
     C, N, H, W, T = viewmats.shape[0], means.shape[0], settings.height, settings.width, settings.tile_size
@@ -436,10 +426,7 @@ def pixel_contributions(
 
 @torch.no_grad()
 def contributors_reference(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
+    splats: Splats,
     viewmats: Tensor,
     Ks: Tensor,
     settings: RasterSettings,
@@ -448,6 +435,7 @@ def contributors_reference(
 ) -> tuple[Tensor, Tensor]:
     """(first, last) [C,H,W,k] int64: the first and the last k entries of each pixel's list from
     ``pixel_contributions``, in compositing order, −1 where a pixel composites fewer."""
+    means, quats, scales, opacities, _ = splats
     ids, _, _ = pixel_contributions(means, quats, scales, opacities, viewmats, Ks, settings, primitive)
     C, H, W, L = ids.shape
     pad = torch.full((C, H, W, k), -1, dtype=torch.long, device=ids.device)

@@ -1,4 +1,6 @@
-"""``RasterSettings``: the image and culling settings every backend and every primitive projection takes.
+"""What every backend takes besides the cameras: ``RasterSettings`` (image and culling settings, also taken by
+every primitive's projection), ``Splats`` (the activated primitives) and ``RenderRequest`` (maps, colours,
+primitive).
 
 Why one object: the same seven values (image size, near/far planes, radius clip, low-pass, tile size) used to be
 repeated as keyword lists through the dispatcher, each backend and each projection; now ``rasterize`` builds them
@@ -9,6 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -42,3 +47,23 @@ class RasterSettings:
     def as_kwargs(self) -> dict:
         """gsplat's keyword names (``rasterization(width=..., near_plane=..., ...)``)."""
         return asdict(self)
+
+
+class Splats(NamedTuple):
+    """The activated primitives a backend renders (``rasterize``'s first five arguments)."""
+
+    means: Tensor  # [N,3]
+    quats: Tensor  # [N,4] wxyz
+    scales: Tensor  # [N,3] (activated)
+    opacities: Tensor  # [N] (activated)
+    colors: Tensor | None = None  # features or SH coefficients; None when no colour is rendered
+
+
+class RenderRequest(NamedTuple):
+    """What a backend is asked for besides the settings: the maps, how colours are read, the primitive."""
+
+    outputs: tuple[str, ...] = ("rgb",)
+    sh_degree: int | None = None  # colors are SH coefficients of this degree; None: plain features
+    backgrounds: Tensor | None = None  # [C,D]
+    absgrad: bool = False  # accumulate |dL/dmeans2d| per pixel into means2d.absgrad
+    primitive: str = "gaussian3d"  # one of PRIMITIVES

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from .outputs import ALPHA_MAX, ALPHA_MIN
-from .projection import quat_to_rotmat, tile_ranges
+from .projection import camera_space, quat_to_rotmat, tile_ranges
 from .settings import RasterSettings
 
 __all__ = ["SurfelProjection", "project_surfels", "surfel_kernel", "RADIUS_MAX"]
@@ -98,18 +98,8 @@ def project_surfels(
     """
     width, height, tile_size = settings.width, settings.height, settings.tile_size
     near_plane, far_plane, radius_clip = settings.near_plane, settings.far_plane, settings.radius_clip
-    dtype = means.dtype
-    R = viewmats[:, :3, :3].detach().to(dtype)  # [C,3,3]
-    t = viewmats[:, :3, 3].detach().to(dtype)  # [C,3]
-    Ks = Ks.detach().to(dtype)
-    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C,1]
-    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-
     # 1. camera-space centres; depth culling.
-    p = torch.matmul(means, R.transpose(1, 2)) + t[:, None, :]  # [C,N,3]
-    z = p[..., 2]
-    in_range = (z >= near_plane) & (z <= far_plane) & (z != 0)
-    z_safe = torch.where(in_range, z, torch.ones_like(z))
+    R, fx, fy, cx, cy, p, z, in_range, z_safe = camera_space(means, viewmats, Ks, near_plane, far_plane)
 
     # 2. camera-space tangent axes (scaled) and the unit normal.
     Rq = quat_to_rotmat(quats)  # [N,3,3], columns are the local axes
