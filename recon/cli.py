@@ -20,6 +20,21 @@ def _setup_logging(verbose: bool) -> None:
     log.propagate = False
 
 
+def _config_from_args(cls, args: argparse.Namespace, **values):
+    """A config dataclass from the options of the same name (``values`` for the others), its defaults elsewhere."""
+    from dataclasses import fields
+
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **values})
+
+
+def _add_box(parser, flag: str, help: str) -> None:
+    """An axis-aligned box option: six numbers, the low corner then the high one."""
+    parser.add_argument(
+        flag, type=float, nargs=6, metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"), help=help
+    )
+
+
 def _add_process(sub) -> None:
     from recon.data.sfm import MAPPERS, MATCHERS, ProcessConfig
 
@@ -54,14 +69,7 @@ def _run_process(args) -> int:
 
     from recon.data.sfm import ProcessConfig, process_photos
 
-    cfg = ProcessConfig(
-        max_image_size=args.max_image_size,
-        matcher=args.matcher,
-        mapper=args.mapper,
-        camera_model=args.camera_model,
-        max_num_features=args.max_features,
-        seed=args.seed,
-    )
+    cfg = _config_from_args(ProcessConfig, args, max_num_features=args.max_features)
     report = process_photos(args.photos, args.out, cfg, overwrite=args.overwrite)
     print(json.dumps(asdict(report)))
     print(
@@ -197,13 +205,7 @@ def _add_export(sub) -> None:
         help="TSDF: upsample each view's depth N times before fusion, keeping depth edges (default 4, at most "
         "4 MP a view; 1 = off)",
     )
-    p.add_argument(
-        "--bounds",
-        type=float,
-        nargs=6,
-        metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
-        help="crop the mesh to this box (default: the observed surface's extent)",
-    )
+    _add_box(p, "--bounds", "crop the mesh to this box (default: the observed surface's extent)")
     p.add_argument("--decimate", type=int, default=0, metavar="N", help="simplify to at most N triangles")
     p.add_argument(
         "--level", type=float, default=0.3, help="sugar: density level of the surface (default 0.3)"
@@ -231,18 +233,7 @@ def _run_export(args) -> int:
             raise ReconError(f"--depth-upsample {args.depth_upsample}: use a whole number from 1 (off) up")
 
         bounds = None if args.bounds is None else (tuple(args.bounds[:3]), tuple(args.bounds[3:]))
-        opts = MeshOptions(
-            method=args.method,
-            voxel=args.voxel,
-            sdf_trunc=args.sdf_trunc,
-            depth_trunc=args.depth_trunc,
-            depth_ratio=args.depth_ratio,
-            depth_upsample=args.depth_upsample,
-            bounds=bounds,
-            decimate=args.decimate,
-            level=args.level,
-            poisson_depth=args.poisson_depth,
-        )
+        opts = _config_from_args(MeshOptions, args, bounds=bounds)
         info = export_run_mesh(args.run, args.mesh, opts)
         print(f"wrote {info['triangles']:,} triangles to {args.mesh} in {info['seconds']} s", file=sys.stderr)
     return 0
@@ -260,13 +251,7 @@ def _add_eval_mesh(sub) -> None:
     p.add_argument(
         "--samples", type=int, default=200_000, help="points sampled on each mesh (default 200000)"
     )
-    p.add_argument(
-        "--crop",
-        type=float,
-        nargs=6,
-        metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
-        help="score only the triangles inside this box",
-    )
+    _add_box(p, "--crop", "score only the triangles inside this box")
     p.add_argument(
         "--visible-from",
         metavar="SCENE",

@@ -28,11 +28,11 @@ class DistortionConfig(RegularizerConfig):
 class Distortion(Regularizer):
     name = "dist"
     config_class = DistortionConfig
+    cfg: DistortionConfig
 
-    def __init__(self, cfg: DistortionConfig):
-        super().__init__(cfg)
-        self.cfg: DistortionConfig = cfg
-        self.needs = ("distort_ndc2",) if cfg.kind == "ndc2" else ("distort_l1",)
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("distort_ndc2",) if self.cfg.kind == "ndc2" else ("distort_l1",)
 
     def loss(self, ctx: RegContext) -> dict[str, Tensor]:
         d = getattr(ctx.outputs, self.needs[0])

@@ -78,11 +78,11 @@ def normal_error(normal: Tensor, surf_normal: Tensor) -> Tensor:
 class NormalConsistency(Regularizer):
     name = "normal"
     config_class = NormalConsistencyConfig
+    cfg: NormalConsistencyConfig
 
-    def __init__(self, cfg: NormalConsistencyConfig):
-        super().__init__(cfg)
-        self.cfg: NormalConsistencyConfig = cfg
-        self.needs = ("alpha", "depth_exp", "normal") + (("depth_median",) if cfg.depth_ratio > 0 else ())
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("alpha", "depth_exp", "normal") + (("depth_median",) if self.cfg.depth_ratio > 0 else ())
 
     def loss(self, ctx: RegContext) -> dict[str, Tensor]:
         o = ctx.outputs

@@ -138,9 +138,10 @@ def contributors(
 
         return contributors_cpu(*args, primitive=primitive)
     if chosen == "reference":
-        from .reference import contributors_reference
+        from .reference import first_and_last, pixel_contributions
 
-        return contributors_reference(*args, primitive=primitive)
+        ids, _, _ = pixel_contributions(*splats[:4], viewmats, Ks, settings, primitive)
+        return first_and_last(ids, int(k))
     raise ValueError(
         "per-pixel contributor ids need backend='cpu' or 'reference' (gsplat has no such kernel)"
     )

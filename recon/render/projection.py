@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,28 +28,19 @@ __all__ = [
     "bin_tiles",
     "tile_ranges",
     "camera_space",
+    "screen_footprint",
     "gaussian_alpha",
 ]
 
 
-class Footprint(Protocol):
-    """What tile binning reads from any primitive's projection (3D Gaussians here, surfels in ``surfels.py``)."""
-
-    depths: Tensor  # [C,N] sort key within a tile
-    tile_min: Tensor  # [C,N,2] int64, inclusive
-    tile_max: Tensor  # [C,N,2] int64, exclusive
-    tile_width: int
-    tile_height: int
-    payload: Tensor  # [C,N,P] what the primitive's kernel reads
-
-
-@dataclass
-class Projection:
-    """Screen-space footprint of N Gaussians in C cameras."""
+@dataclass(kw_only=True)
+class Footprint:
+    """What every primitive's projection gives: the screen centre, depth, radius and tiles of each primitive, and
+    what tile binning and compositing read. Subclasses (``Projection`` here, ``surfels.SurfelProjection``) add
+    their kernel's ``payload``."""
 
     means2d: Tensor  # [C,N,2] pixel coordinates of the centres (0 where culled)
-    conics: Tensor  # [C,N,3] (a, b, c) of the inverse 2-D covariance [[a, b], [b, c]]
-    depths: Tensor  # [C,N] camera-space z of the centres
+    depths: Tensor  # [C,N] camera-space z of the centres (the sort key within a tile)
     radii: Tensor  # [C,N] int32 screen radius in pixels, 0 = culled
     visible: Tensor  # [C,N] bool, radii > 0
     tile_min: Tensor  # [C,N,2] int64 first tile (x, y) covered, inclusive
@@ -57,6 +48,14 @@ class Projection:
     tile_width: int
     tile_height: int
     normals: Tensor | None = None  # [C,N,3] camera-space unit normals facing the camera, if asked for
+    # and, in each subclass, ``payload`` [C,N,P]: what the primitive's kernel reads
+
+
+@dataclass(kw_only=True)
+class Projection(Footprint):
+    """Screen-space footprint of N 3D Gaussians in C cameras."""
+
+    conics: Tensor  # [C,N,3] (a, b, c) of the inverse 2-D covariance [[a, b], [b, c]]
 
     @property
     def payload(self) -> Tensor:
@@ -92,6 +91,23 @@ def tile_ranges(
     return tile_min, torch.where(visible[..., None], tile_max, tile_min), tw, th
 
 
+def screen_footprint(
+    mx: Tensor, my: Tensor, r: Tensor, ok: Tensor, settings: RasterSettings
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int, int]:
+    """The last step of every projection: a primitive with centre (mx, my) and screen radius r is visible where
+    ``ok``, r > radius_clip and its box touches the image; returns (means2d [C,N,2] zeroed where culled, radii
+    [C,N] int32, visible, tile_min, tile_max, tile_width, tile_height). Decisions on detached values."""
+    with torch.no_grad():
+        w, h = settings.width, settings.height
+        on_image = (mx + r > 0) & (mx - r < w) & (my + r > 0) & (my - r < h)
+        visible = ok & (r > settings.radius_clip) & on_image
+        r = torch.where(visible, r, torch.zeros_like(r))
+        tile_min, tile_max, tw, th = tile_ranges(mx, my, r, visible, w, h, settings.tile_size)
+    means2d = torch.stack([mx, my], dim=-1)
+    means2d = torch.where(visible[..., None], means2d, torch.zeros_like(means2d))
+    return means2d, r.to(torch.int32), visible, tile_min, tile_max, tw, th
+
+
 def quat_to_rotmat(quats: Tensor) -> Tensor:
     """Rotation matrices [...,3,3] from quaternions [...,4] (w,x,y,z), normalised here."""
     q = quats / quats.norm(dim=-1, keepdim=True)
@@ -122,9 +138,7 @@ class CameraSpace(NamedTuple):
     z_safe: Tensor  # [C,N] z where in range, else 1 (so divisions stay finite)
 
 
-def camera_space(
-    means: Tensor, viewmats: Tensor, Ks: Tensor, near_plane: float, far_plane: float
-) -> CameraSpace:
+def camera_space(means: Tensor, viewmats: Tensor, Ks: Tensor, settings: RasterSettings) -> CameraSpace:
     """Step 1 of every primitive's projection: camera-space centres and depth culling; viewmats and Ks are
     constants (detached), in the dtype of ``means``."""
     dtype = means.dtype
@@ -133,7 +147,7 @@ def camera_space(
     Ks = Ks.detach().to(dtype)
     p = torch.matmul(means, R.transpose(1, 2)) + t[:, None, :]
     z = p[..., 2]
-    in_range = (z >= near_plane) & (z <= far_plane) & (z != 0)
+    in_range = (z >= settings.near_plane) & (z <= settings.far_plane) & (z != 0)
     z_safe = torch.where(in_range, z, torch.ones_like(z))
     return CameraSpace(
         R, Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None], p, z, in_range, z_safe
@@ -155,10 +169,9 @@ def project_gaussians(
     is degenerate, its radius is <= radius_clip, or its 3-sigma box misses the image. Culled entries carry finite
     (zero-gradient) values, so masking them never produces NaN gradients.
     """
-    width, height, eps2d, tile_size = settings.width, settings.height, settings.eps2d, settings.tile_size
-    near_plane, far_plane, radius_clip = settings.near_plane, settings.far_plane, settings.radius_clip
+    width, height, eps2d = settings.width, settings.height, settings.eps2d
     # 1. camera-space centres; depth culling.
-    R, fx, fy, cx, cy, p, z, in_range, z_safe = camera_space(means, viewmats, Ks, near_plane, far_plane)
+    R, fx, fy, cx, cy, p, z, in_range, z_safe = camera_space(means, viewmats, Ks, settings)
 
     # 2. world and camera covariances: Σ = (Rq S)(Rq S)ᵀ, Σc = R Σ Rᵀ.
     Rq = quat_to_rotmat(quats)  # [N,3,3]
@@ -199,16 +212,10 @@ def project_gaussians(
         mid = 0.5 * (a + c)
         lam = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
         r = torch.ceil(3.0 * torch.sqrt(lam))
-        on_image = (mx + r > 0) & (mx - r < width) & (my + r > 0) & (my - r < height)
-        visible = in_range & ok_det & (r > radius_clip) & on_image
-        r = torch.where(visible, r, torch.zeros_like(r))
-        radii = r.to(torch.int32)
-
-        # 7. tile ranges [min, max) per axis.
-        tile_min, tile_max, tw, th = tile_ranges(mx, my, r, visible, width, height, tile_size)
-
-    means2d = torch.stack([mx, my], dim=-1)
-    means2d = torch.where(visible[..., None], means2d, torch.zeros_like(means2d))
+    # 7. culling and tile ranges [min, max) per axis.
+    means2d, radii, visible, tile_min, tile_max, tw, th = screen_footprint(
+        mx, my, r, in_range & ok_det, settings
+    )
 
     normals = None
     if with_normals:

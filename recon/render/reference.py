@@ -62,7 +62,7 @@ from .projection import Footprint, TileBins, bin_tiles
 from .settings import RasterSettings, RenderRequest, Splats
 from .sh import colors_from_sh
 
-__all__ = ["rasterize_reference", "pixel_contributions", "contributors_reference"]
+__all__ = ["rasterize_reference", "pixel_contributions", "first_and_last"]
 
 # Pixel × list-entry pairs evaluated at once; bounds the transient memory of one chunk of tiles.
 _CHUNK_PAIRS = 1 << 22
@@ -424,19 +424,9 @@ def pixel_contributions(
     return tuple(_to_images(x, C, th, tw, T, H, W) for x in (ids, w_all, z_all))
 
 
-@torch.no_grad()
-def contributors_reference(
-    splats: Splats,
-    viewmats: Tensor,
-    Ks: Tensor,
-    settings: RasterSettings,
-    k: int,
-    primitive: str = "gaussian3d",
-) -> tuple[Tensor, Tensor]:
-    """(first, last) [C,H,W,k] int64: the first and the last k entries of each pixel's list from
-    ``pixel_contributions``, in compositing order, −1 where a pixel composites fewer."""
-    means, quats, scales, opacities, _ = splats
-    ids, _, _ = pixel_contributions(means, quats, scales, opacities, viewmats, Ks, settings, primitive)
+def first_and_last(ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(first, last) [C,H,W,k]: the first and the last k entries of each pixel's list of ``pixel_contributions``
+    ids, in compositing order, −1 where a pixel composites fewer (the reference of ``contributors``)."""
     C, H, W, L = ids.shape
     pad = torch.full((C, H, W, k), -1, dtype=torch.long, device=ids.device)
     if L == 0:

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from .outputs import ALPHA_MAX, ALPHA_MIN
-from .projection import camera_space, quat_to_rotmat, tile_ranges
+from .projection import Footprint, camera_space, quat_to_rotmat, screen_footprint
 from .settings import RasterSettings
 
 __all__ = ["SurfelProjection", "project_surfels", "surfel_kernel", "RADIUS_MAX"]
@@ -65,20 +65,11 @@ _BOX_3SIGMA = 9.0  # u² + v² <= 9: the 3σ disc the radius covers
 _LOWPASS_RADIUS = 3.0 / math.sqrt(2.0)  # 2|d|² <= 9
 
 
-@dataclass
-class SurfelProjection:
-    """Screen-space footprint of N surfels in C cameras (the fields ``projection.bin_tiles`` reads, plus payload)."""
+@dataclass(kw_only=True)
+class SurfelProjection(Footprint):
+    """Screen-space footprint of N surfels in C cameras."""
 
-    means2d: Tensor  # [C,N,2] pixel coordinates of the centres (0 where culled)
     payload: Tensor  # [C,N,6] (K a_u, K a_v), step 3 of the module docstring
-    depths: Tensor  # [C,N] camera-space z of the centres
-    radii: Tensor  # [C,N] int32 screen radius in pixels, 0 = culled
-    visible: Tensor  # [C,N] bool, radii > 0
-    tile_min: Tensor  # [C,N,2] int64 first tile (x, y) covered, inclusive
-    tile_max: Tensor  # [C,N,2] int64 last tile (x, y) covered, exclusive
-    tile_width: int
-    tile_height: int
-    normals: Tensor | None = None  # [C,N,3] camera-space unit normals facing the camera, if asked for
 
 
 def project_surfels(
@@ -96,10 +87,8 @@ def project_surfels(
     decision (culling, radius, tiles, normal sign) is taken on detached values; viewmats and Ks are constants.
     Culled entries carry finite values, so masking them never produces NaN gradients. ``settings.eps2d`` is unused.
     """
-    width, height, tile_size = settings.width, settings.height, settings.tile_size
-    near_plane, far_plane, radius_clip = settings.near_plane, settings.far_plane, settings.radius_clip
     # 1. camera-space centres; depth culling.
-    R, fx, fy, cx, cy, p, z, in_range, z_safe = camera_space(means, viewmats, Ks, near_plane, far_plane)
+    R, fx, fy, cx, cy, p, z, in_range, z_safe = camera_space(means, viewmats, Ks, settings)
 
     # 2. camera-space tangent axes (scaled) and the unit normal.
     Rq = quat_to_rotmat(quats)  # [N,3,3], columns are the local axes
@@ -120,14 +109,9 @@ def project_surfels(
     # 4. radius of the 3σ disc's image from the dual conic; culling; tile ranges.
     with torch.no_grad():
         r, bounded = _radius(payload.detach(), mx.detach(), my.detach(), z_safe.detach())
-        on_image = (mx + r > 0) & (mx - r < width) & (my + r > 0) & (my - r < height)
-        visible = in_range & bounded & (r > radius_clip) & on_image
-        r = torch.where(visible, r, torch.zeros_like(r))
-        radii = r.to(torch.int32)
-        tile_min, tile_max, tw, th = tile_ranges(mx, my, r, visible, width, height, tile_size)
-
-    means2d = torch.stack([mx, my], dim=-1)
-    means2d = torch.where(visible[..., None], means2d, torch.zeros_like(means2d))
+    means2d, radii, visible, tile_min, tile_max, tw, th = screen_footprint(
+        mx, my, r, in_range & bounded, settings
+    )
 
     normals = None
     if with_normals:

@@ -2,6 +2,8 @@
 // (project_surfels.cpp).
 #pragma once
 
+#include <initializer_list>
+
 #include "common.h"
 
 namespace recon {
@@ -64,6 +66,17 @@ inline void check_project_inputs(const at::Tensor& means, const at::Tensor& quat
   TORCH_CHECK(quats.scalar_type() == dt && scales.scalar_type() == dt && viewmats.scalar_type() == dt &&
                   Ks.scalar_type() == dt,
               "project: all inputs must share one dtype");
+}
+
+// Incoming gradients of a projection's backward: each is empty (zero) or a contiguous CPU tensor of the means' dtype.
+inline void check_project_grads(const char* op, const at::Tensor& means,
+                                std::initializer_list<const at::Tensor*> grads) {
+  for (const auto* g : grads) {
+    if (g->numel() > 0) {
+      RECON_CHECK_INPUT(*g);
+      TORCH_CHECK(g->scalar_type() == means.scalar_type(), op, ": gradient dtype mismatch");
+    }
+  }
 }
 
 }  // namespace recon

@@ -108,14 +108,9 @@ void project_forward_impl(const at::Tensor& means, const at::Tensor& quats, cons
                           at::Tensor& means2d, at::Tensor& conics, at::Tensor& depths,
                           at::Tensor& radii, at::Tensor& normals) {
   const int64_t C = viewmats.size(0), N = means.size(0);
-  const T* m = means.data_ptr<T>();
-  const T* q = quats.data_ptr<T>();
-  const T* s = scales.data_ptr<T>();
-  const T* vm = viewmats.data_ptr<T>();
-  const T* k = Ks.data_ptr<T>();
-  T* o_m2d = means2d.data_ptr<T>();
-  T* o_con = conics.data_ptr<T>();
-  T* o_dep = depths.data_ptr<T>();
+  const T *m = means.data_ptr<T>(), *q = quats.data_ptr<T>(), *s = scales.data_ptr<T>();
+  const T *vm = viewmats.data_ptr<T>(), *k = Ks.data_ptr<T>();
+  T *o_m2d = means2d.data_ptr<T>(), *o_con = conics.data_ptr<T>(), *o_dep = depths.data_ptr<T>();
   int32_t* o_rad = radii.data_ptr<int32_t>();
   T* o_nrm = want_normals ? normals.data_ptr<T>() : nullptr;
 
@@ -160,18 +155,11 @@ void project_backward_impl(const at::Tensor& means, const at::Tensor& quats, con
                            const at::Tensor& g_normals, at::Tensor& d_means, at::Tensor& d_quats,
                            at::Tensor& d_scales) {
   const int64_t C = viewmats.size(0), N = means.size(0);
-  const T* m = means.data_ptr<T>();
-  const T* q = quats.data_ptr<T>();
-  const T* s = scales.data_ptr<T>();
-  const T* vm = viewmats.data_ptr<T>();
-  const T* k = Ks.data_ptr<T>();
-  const T* gm2d = opt_ptr<T>(g_means2d);
-  const T* gcon = opt_ptr<T>(g_conics);
-  const T* gdep = opt_ptr<T>(g_depths);
-  const T* gnrm = opt_ptr<T>(g_normals);
-  T* dm = d_means.data_ptr<T>();
-  T* dq = d_quats.data_ptr<T>();
-  T* ds = d_scales.data_ptr<T>();
+  const T *m = means.data_ptr<T>(), *q = quats.data_ptr<T>(), *s = scales.data_ptr<T>();
+  const T *vm = viewmats.data_ptr<T>(), *k = Ks.data_ptr<T>();
+  const T *gm2d = opt_ptr<T>(g_means2d), *gcon = opt_ptr<T>(g_conics), *gdep = opt_ptr<T>(g_depths),
+          *gnrm = opt_ptr<T>(g_normals);
+  T *dm = d_means.data_ptr<T>(), *dq = d_quats.data_ptr<T>(), *ds = d_scales.data_ptr<T>();
 
 #pragma omp parallel for schedule(dynamic, 1024) if (N * C >= kParallelMinItems)
   for (int64_t n = 0; n < N; ++n) {
@@ -290,15 +278,8 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means, const at::Tens
                                             const at::Tensor& g_means2d, const at::Tensor& g_conics,
                                             const at::Tensor& g_depths, const at::Tensor& g_normals) {
   check_project_inputs(means, quats, scales, viewmats, Ks);
-  for (const auto* g : {&g_means2d, &g_conics, &g_depths, &g_normals}) {
-    if (g->numel() > 0) {
-      RECON_CHECK_INPUT(*g);
-      TORCH_CHECK(g->scalar_type() == means.scalar_type(), "project_backward: gradient dtype mismatch");
-    }
-  }
-  auto d_means = at::empty_like(means);
-  auto d_quats = at::empty_like(quats);
-  auto d_scales = at::empty_like(scales);
+  check_project_grads("project_backward", means, {&g_means2d, &g_conics, &g_depths, &g_normals});
+  auto d_means = at::empty_like(means), d_quats = at::empty_like(quats), d_scales = at::empty_like(scales);
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_backward", [&] {
     project_backward_impl<scalar_t>(means, quats, scales, viewmats, Ks, int(width), int(height), eps2d,
                                     near_plane, far_plane, radius_clip, g_means2d, g_conics, g_depths, g_normals,

@@ -200,15 +200,8 @@ std::vector<at::Tensor> project_surfels_backward(const at::Tensor& means, const 
                                                  const at::Tensor& g_means2d, const at::Tensor& g_payload,
                                                  const at::Tensor& g_depths, const at::Tensor& g_normals) {
   check_project_inputs(means, quats, scales, viewmats, Ks);
-  for (const auto* g : {&g_means2d, &g_payload, &g_depths, &g_normals}) {
-    if (g->numel() > 0) {
-      RECON_CHECK_INPUT(*g);
-      TORCH_CHECK(g->scalar_type() == means.scalar_type(), "project_surfels_backward: gradient dtype mismatch");
-    }
-  }
-  auto d_means = at::empty_like(means);
-  auto d_quats = at::empty_like(quats);
-  auto d_scales = at::empty_like(scales);
+  check_project_grads("project_surfels_backward", means, {&g_means2d, &g_payload, &g_depths, &g_normals});
+  auto d_means = at::empty_like(means), d_quats = at::empty_like(quats), d_scales = at::empty_like(scales);
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_surfels_backward", [&] {
     backward_impl<scalar_t>(means, quats, scales, viewmats, Ks, int(width), int(height), near_plane, far_plane,
                             radius_clip, g_means2d, g_payload, g_depths, g_normals, d_means, d_quats, d_scales);

@@ -81,9 +81,7 @@ void sh_forward_impl(int degree, const at::Tensor& means, const at::Tensor& coef
   const bool per_camera = coeffs.dim() == 4;
   const int64_t K = coeffs.size(-2);
   const int nb = (degree + 1) * (degree + 1);
-  const T* m = means.data_ptr<T>();
-  const T* co = coeffs.data_ptr<T>();
-  const T* vm = viewmats.data_ptr<T>();
+  const T *m = means.data_ptr<T>(), *co = coeffs.data_ptr<T>(), *vm = viewmats.data_ptr<T>();
   T* out = colors.data_ptr<T>();
 #pragma omp parallel for schedule(dynamic, 1024) if (N * C >= kParallelMinItems)
   for (int64_t n = 0; n < N; ++n) {
@@ -112,12 +110,9 @@ void sh_backward_impl(int degree, const at::Tensor& means, const at::Tensor& coe
   const bool per_camera = coeffs.dim() == 4;
   const int64_t K = coeffs.size(-2);
   const int nb = (degree + 1) * (degree + 1);
-  const T* m = means.data_ptr<T>();
-  const T* co = coeffs.data_ptr<T>();
-  const T* vm = viewmats.data_ptr<T>();
+  const T *m = means.data_ptr<T>(), *co = coeffs.data_ptr<T>(), *vm = viewmats.data_ptr<T>();
   const T* g = g_colors.data_ptr<T>();
-  T* dm = d_means.data_ptr<T>();
-  T* dc = d_coeffs.data_ptr<T>();
+  T *dm = d_means.data_ptr<T>(), *dc = d_coeffs.data_ptr<T>();
 #pragma omp parallel for schedule(dynamic, 1024) if (N * C >= kParallelMinItems)
   for (int64_t n = 0; n < N; ++n) {
     T acc_m[3] = {0, 0, 0};
