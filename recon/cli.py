@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -156,7 +158,10 @@ def _run_train(args) -> int:
         **{k: result.metrics.get(k) for k in ("psnr", "ssim")},
     }
     print(json.dumps(summary))
-    return 130 if result.interrupted else 0
+    if not result.interrupted:
+        return 0
+    # as a shell reports a signal: 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP
+    return 128 + (result.stop_signal or signal.SIGINT)
 
 
 def _add_eval(sub) -> None:
@@ -263,6 +268,10 @@ def _add_eval_mesh(sub) -> None:
 def _run_eval_mesh(args) -> int:
     from recon.eval.mesh_metrics import eval_mesh_files
 
+    if args.samples < 1:
+        raise ReconError(f"--samples {args.samples}: use a whole number of points from 1 up (default 200000)")
+    if args.tau is not None and not (math.isfinite(args.tau) and args.tau > 0):
+        raise ReconError(f"--tau {args.tau}: use a positive distance in scene units (or leave it out)")
     crop = None if args.crop is None else (args.crop[:3], args.crop[3:])
     scores = eval_mesh_files(
         args.pred, args.gt, tau=args.tau, n_samples=args.samples, crop=crop, visible_from=args.visible_from
@@ -302,10 +311,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside training's own handler: unwinds like Ctrl-C (temporary files removed, locks
+    released) and exits 128 + the signal's number, without the native stack trace of a library's handler."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def _handle_termination() -> dict[int, object]:
+    """SIGTERM and SIGHUP raise ``Terminated`` (an ignored one, as under nohup, stays ignored); returns the
+    handlers to put back."""
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            prev = signal.getsignal(sig)
+            if prev == signal.SIG_IGN:
+                continue
+            signal.signal(sig, _raise_terminated)
+        except ValueError:  # not the main thread
+            break
+        old[sig] = signal.SIG_DFL if prev is None else prev
+    return old
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    old_handlers = _handle_termination()
+    try:
+        return _run(args)
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except ReconError as err:
@@ -318,9 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"recon: error: {err}", file=sys.stderr)
             return 1
         raise
-    except KeyboardInterrupt:
-        print("recon: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Terminated) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"recon: {what}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -11,14 +11,18 @@ layout and file I/O live here; what the files mean (the typed config, the model)
     RUN/metrics.json       held-out metrics (recon.eval)
     RUN/log.jsonl          one JSON object per logged step
     RUN/renders/test/      held-out renders
+    RUN/.lock              the PID of the `recon train` writing the run, while it runs (``RunLock``)
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -26,6 +30,10 @@ from .atomic import atomic_path, atomic_write_text
 from .errors import ReconError
 
 CKPT_RE = re.compile(r"step_(\d+)\.pt$")
+UNREADABLE_SUFFIX = ".unreadable"  # an unreadable checkpoint set aside by a resumed run
+
+log = logging.getLogger("recon")
+T = TypeVar("T")
 
 
 class RunFolder:
@@ -36,6 +44,7 @@ class RunFolder:
     CKPT_DIR = "ckpt"
     RENDERS = "renders"
     DEFAULT_MODEL_FILE = "splats.ply"
+    LOCK = ".lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -44,6 +53,7 @@ class RunFolder:
         self.metrics_path = self.path / self.METRICS
         self.log_path = self.path / self.LOG
         self.ckpt_dir = self.path / self.CKPT_DIR
+        self.lock_path = self.path / self.LOCK
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -108,6 +118,32 @@ class RunFolder:
         ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
 
+    def load_newest_checkpoint(
+        self, use: Callable[[dict[str, Any]], T] | None = None, set_aside: bool = False
+    ) -> tuple[Path, T] | None:
+        """The newest checkpoint that can be read, as (path, ``use(state)``) (``use`` defaults to the state itself);
+        None when there is none. A checkpoint that fails to load or to ``use`` (truncated, garbage, from a
+        full disk) is reported in one warning line and the next older one is tried. ``set_aside`` (a writer
+        holding the run) renames the unreadable ones to ``*.pt.unreadable`` so they are neither pruned in place
+        of good ones nor taken for the newest again."""
+        for path in reversed(self.checkpoints()):
+            try:
+                state = load_checkpoint(path)
+                if not isinstance(state, dict):
+                    raise TypeError(f"holds a {type(state).__name__}, not a checkpoint")
+                return path, (use(state) if use is not None else state)
+            except Exception as e:  # any failure to read or use it: try the older one
+                what = error_line(e)
+                if set_aside:
+                    aside = path.with_name(path.name + UNREADABLE_SUFFIX)
+                    path.replace(aside)
+                    log.warning(
+                        f"checkpoint {path} cannot be read ({what}); moved to {aside.name}, trying older"
+                    )
+                else:
+                    log.warning(f"checkpoint {path} cannot be read ({what}); trying an older one")
+        return None
+
     def save_checkpoint(self, step: int, payload: dict[str, Any], keep: int = 3) -> Path:
         """Write ``payload`` with torch.save via a temporary file, then drop all but the newest ``keep``."""
         import torch
@@ -128,3 +164,113 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per run folder: ``RUN/.lock`` holds the writer's PID while it runs.
+
+    Exclusion is an ``flock`` on that file, which the kernel drops when the holder dies however it dies (SIGKILL,
+    a crash): a stale file never blocks, a reused PID never blocks, and two writers never both win. The PID in
+    the file names the holder in the refusal and the take-over message. Where the file system has no flock
+    (some network mounts), a file naming a live PID refuses instead.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / RunFolder.LOCK
+        self._fd: int | None = None
+
+    def _in_use(self, pid: int | None) -> ReconError:
+        return ReconError(
+            f"run folder {self.folder} is in use by another recon process (PID {pid or 'unknown'}); wait for it "
+            "to finish, stop it, or choose another --out"
+        )
+
+    def _open_locked(self) -> tuple[int, bool]:
+        """The lock file's descriptor, flocked (True) or on a file system without flock (False)."""
+        import errno
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise self._in_use(holder) from None
+            except OSError as e:
+                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    return fd, False
+                os.close(fd)
+                raise
+            try:  # the holder before us may have removed the file after we opened it: lock the new one
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    return fd, True
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def acquire(self) -> RunLock:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, flocked = self._open_locked()
+        except OSError as e:
+            raise ReconError(
+                f"cannot write the run folder {self.folder}: {e.strerror}; choose another --out"
+            ) from None
+        previous = _read_pid(fd)
+        if previous is not None and previous != os.getpid():
+            if not flocked and _pid_alive(previous):
+                os.close(fd)
+                raise self._in_use(previous)
+            log.warning(
+                f"{self.folder} was locked by PID {previous}, which has stopped; taking the lock over"
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (idempotent)."""
+        if self._fd is None:
+            return
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def error_line(e: BaseException, limit: int = 160) -> str:
+    """``TypeName: first line of the message``, cut to ``limit`` characters."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -33,6 +32,7 @@ from rich.progress import (
 from .errors import ReconError
 from .formats.colmap import read_colmap
 from .formats.nerfstudio import write_transforms
+from .native import pycolmap
 from .photos import Photo, prepare_photo, scan_photos
 from .ply import write_points_ply
 

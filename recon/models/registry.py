@@ -6,17 +6,19 @@ Adding a representation: a ``Representation`` subclass in its own module, one en
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from recon.data.errors import ReconError
-from recon.data.run_folder import RunFolder, load_checkpoint
+from recon.data.run_folder import RunFolder, error_line
 
 from .base import Representation, Traits
 from .splats import SplatModel
 
 REPRESENTATIONS: dict[str, type[Representation]] = {cls.kind: cls for cls in (SplatModel,)}
 DEFAULT_KIND = SplatModel.kind
+log = logging.getLogger("recon")
 
 
 def representation_class(kind: str) -> type[Representation]:
@@ -51,17 +53,36 @@ def model_traits(model_cfg: Any) -> Traits:
 
 
 def load_run_model(run: RunFolder) -> tuple[Representation, int, float]:
-    """The newest model of a run, with its step and training seconds: the last checkpoint if there is one, else
-    the model file. The run's saved ``model`` settings (kind, primitive, ...) take precedence over what the
-    checkpoint or the file says."""
+    """The newest model of a run, with its step and training seconds: the newest checkpoint that can be read
+    (unreadable ones are reported and skipped), else the model file. The run's saved ``model`` settings (kind,
+    primitive, ...) take precedence over what the checkpoint or the file says."""
     settings = dict(run.config_dict().get("model") or {})
     kind = settings.pop("kind", DEFAULT_KIND)
-    ck = run.latest_checkpoint()
-    if ck is not None:
-        state = load_checkpoint(ck)
+
+    def from_checkpoint(state: dict[str, Any]) -> tuple[Representation, int, float]:
         state.setdefault("kind", kind)
         if settings.get("primitive") is not None:
             state["primitive"] = settings["primitive"]
         return model_from_state(state), int(state["step"]), float(state["elapsed"])
+
+    had_checkpoints = bool(run.checkpoints())
+    found = run.load_newest_checkpoint(from_checkpoint)
+    if found is not None:
+        return found[1]
     path = run.model_path(model_file_name(kind))
-    return load_model_file(path, kind, **settings), 0, 0.0
+    if not path.is_file():
+        what = "no checkpoint can be read" if had_checkpoints else "it has no checkpoint"
+        raise ReconError(
+            f"{run.path} has no usable model: {what} and {path.name} is missing; "
+            f"train it again with `recon train SCENE --out {run.path} --overwrite`"
+        )
+    if had_checkpoints:
+        log.warning(f"no checkpoint of {run.path} can be read; using {path.name}")
+    try:
+        return load_model_file(path, kind, **settings), 0, 0.0
+    except ReconError:
+        raise
+    except Exception as e:  # a truncated or foreign model file: name it, in one line
+        raise ReconError(
+            f"cannot read {path} ({error_line(e)}); train the run again with --overwrite"
+        ) from None

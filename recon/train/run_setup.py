@@ -3,13 +3,14 @@ scene. Shared by ``recon train`` and by the commands that reopen a finished run 
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
 from rich.console import Console
 
 from recon.data.errors import ReconError
-from recon.data.run_folder import RunFolder
+from recon.data.run_folder import RunFolder, RunLock
 from recon.data.scene import Scene, load_scene
 from recon.data.split import SplitConfig
 from recon.models.registry import model_traits
@@ -26,30 +27,65 @@ def training_backend(cfg: Config) -> str:
         raise ReconError(f"train.backend / model: {e}") from None
 
 
+def check_numbers(cfg: Config) -> None:
+    """Counts and budgets that must be positive (and finite): refused in one line naming the option."""
+    t = cfg.train
+    counts = (
+        ("--steps / train.steps", t.steps),
+        ("train.ckpt_every", t.ckpt_every),
+        ("train.log_every", t.log_every),
+    )
+    for name, value in counts:
+        if value < 1:
+            raise ReconError(f"{name} is {value}; use a whole number from 1 up")
+    budget = t.time_budget
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise ReconError(
+            f"--time-budget / train.time_budget is {budget}; use a positive number of seconds "
+            "(or leave it out to train for train.steps)"
+        )
+    scale = cfg.data.downscale
+    if not (math.isfinite(scale) and scale > 0):
+        raise ReconError(f"--downscale / data.downscale is {scale}; use a positive factor (1 = full size)")
+
+
 def check_config(cfg: Config) -> str:
     """Everything about ``cfg`` that can be refused before a run folder is touched; returns the backend."""
+    check_numbers(cfg)
     backend = training_backend(cfg)
     traits = model_traits(cfg.model)
     check_supported(cfg.reg, traits.capabilities, traits.label)
     return backend
 
 
-def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
+def prepare_run(run: Path, resume: bool, overwrite: bool) -> RunLock:
+    """Lock the run folder for this process and make it ready: kept for ``resume``, emptied for ``overwrite``
+    (all but the lock: a live run is refused before anything is deleted), created when new. The caller
+    releases the returned lock when training ends, however it ends."""
     if resume and overwrite:
         raise ReconError("--resume and --overwrite contradict each other; pass one of them")
     if run.exists() and not run.is_dir():
         raise ReconError(f"run folder {run} is a file; choose a folder for --out")
-    if resume:
-        if RunFolder(run).latest_checkpoint() is None:
-            raise ReconError(f"no checkpoint to resume in {run}; start a new run without --resume")
-        return
-    if run.exists() and any(run.iterdir()):
-        if not overwrite:
+    if resume and RunFolder(run).latest_checkpoint() is None:
+        raise ReconError(f"no checkpoint to resume in {run}; start a new run without --resume")
+    lock = RunLock(run).acquire()
+    try:
+        if resume:
+            return lock
+        entries = [p for p in run.iterdir() if p != lock.path]
+        if entries and not overwrite:
             raise ReconError(
                 f"run folder {run} is not empty; pass --resume to continue it or --overwrite to replace it"
             )
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
+        for p in entries:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def scene_for_training(scene_path: Path, run: Path, console: Console) -> Path:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from recon.data.errors import ReconError
-from recon.data.run_folder import RunFolder, load_checkpoint
+from recon.data.run_folder import RunFolder
 from recon.data.scene import Scene
 from recon.eval.render_eval import write_metrics
 from recon.losses.photometric import photometric_loss, psnr
@@ -41,6 +41,9 @@ from .strategies import make_densifier
 
 log = logging.getLogger("recon")
 
+# Signals that stop training after the current step with a checkpoint, as Ctrl-C does.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class TrainingFailed(Exception):
     """Training cannot go on (NaN/Inf); the message names the step, the term and the last good checkpoint."""
@@ -54,6 +57,8 @@ class TrainResult:
     num_primitives: int
     metrics: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    # the signal that stopped an interrupted run (None: stopped from the viewer)
+    stop_signal: int | None = None
 
 
 class ViewSampler:
@@ -126,6 +131,7 @@ class Trainer:
         self.background = torch.tensor(cfg.data.background, dtype=torch.float32)
         self.last_good: Path | None = None
         self._stop_requested = False
+        self.stop_signal: int | None = None
 
     def _make_densifier(self):
         c = self.cfg
@@ -262,19 +268,36 @@ class Trainer:
             self.console.log(f"{reg.name}: pruned {int(mask.sum())} {self.model.noun} at step {nominal}")
 
     # ----- the loop -----
-    def _on_sigint(self, signum, frame) -> None:
+    def _on_stop_signal(self, signum, frame) -> None:
         if self._stop_requested:
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.console.print("[yellow]stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+        self.stop_signal = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.console.print(
+            f"[yellow]{name}: stopping after this step and saving a checkpoint ({name} again to abort)"
+        )
+
+    def _install_stop_handlers(self) -> dict[int, Any]:
+        """Ctrl-C, SIGTERM (kill, a container stop, a scheduler's time limit) and SIGHUP (the terminal closed)
+        stop after the current step with a checkpoint. SIGTERM/SIGHUP left ignored (nohup) stay ignored.
+        Returns the handlers to put back; none outside the main thread (e.g. a viewer thread)."""
+        old: dict[int, Any] = {}
+        for sig in STOP_SIGNALS:
+            try:
+                prev = signal.getsignal(sig)
+                if sig != signal.SIGINT and prev == signal.SIG_IGN:
+                    continue
+                signal.signal(sig, self._on_stop_signal)
+            except ValueError:  # not in the main thread: no graceful stop by signal
+                break
+            old[sig] = signal.SIG_DFL if prev is None else prev
+        return old
 
     def run(self, on_step=None) -> TrainResult:
         cfg = self.cfg
         log_path = RunFolder(self.run_dir).log_path
-        try:
-            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not in the main thread (e.g. a viewer thread): no graceful Ctrl-C
-            old_handler = None
+        old_handlers = self._install_stop_handlers()
         total = cfg.train.time_budget or cfg.train.steps
         columns = [
             TextColumn("[bold]train"),
@@ -330,11 +353,14 @@ class Trainer:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         self.save()
         self.model.save(RunFolder(self.run_dir).model_path(self.model.file_name))
-        result = TrainResult(self.run_dir, self.step, self.elapsed, len(self.model), interrupted=interrupted)
+        result = TrainResult(
+            self.run_dir, self.step, self.elapsed, len(self.model), interrupted=interrupted,
+            stop_signal=self.stop_signal if interrupted else None,
+        )  # fmt: skip
         if interrupted:
             self.console.print(f"interrupted: checkpoint saved at step {self.step}; continue with --resume")
         elif cfg.train.eval_at_end:
@@ -356,8 +382,17 @@ def train(
     """Train into run folder ``run`` (see DESIGN.md §3 for its contents)."""
     console = console or Console(stderr=True)
     run = Path(run)
-    check_config(cfg)  # refuse an impossible backend or regularizer before touching the run folder
-    prepare_run(run, resume, overwrite)
+    check_config(cfg)  # refuse impossible numbers, backend or regularizer before touching the run folder
+    lock = prepare_run(run, resume, overwrite)  # one writer per run folder, until training ends
+    try:
+        return _train_locked(scene_path, run, cfg, resume, console, on_step)
+    finally:
+        lock.release()
+
+
+def _train_locked(
+    scene_path: str | Path, run: Path, cfg: Config, resume: bool, console: Console, on_step
+) -> TrainResult:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     scene_dir = scene_for_training(Path(scene_path), run, console)
@@ -371,8 +406,12 @@ def train(
     folder.write_scene_dir(scene_dir)
     trainer = Trainer(scene, cfg, run, console)
     if resume:
-        ck = folder.latest_checkpoint()
-        trainer.load_state_dict(load_checkpoint(ck))
+        found = folder.load_newest_checkpoint(trainer.load_state_dict, set_aside=True)
+        if found is None:
+            raise ReconError(
+                f"no checkpoint in {folder.ckpt_dir} can be read; start the run again with --overwrite"
+            )
+        ck = found[0]
         trainer.last_good = ck
         console.print(f"resuming from {ck} (step {trainer.step})")
     result = trainer.run(on_step=on_step)

@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 
 from recon.data.atomic import atomic_path
 from recon.data.cameras import Cameras, intrinsics_matrix
 from recon.data.errors import ReconError
+from recon.data.native import pycolmap
 
 MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")
 
