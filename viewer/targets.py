@@ -17,7 +17,7 @@ from recon.data.errors import ReconError
 from recon.data.run_folder import RunFolder
 from recon.data.scene import Scene, find_scene, load_scene
 from recon.models import Representation
-from recon.models.splats import SplatModel
+from recon.models.registry import load_model_file
 
 log = logging.getLogger("recon")
 
@@ -131,7 +131,7 @@ def _load_ply(path: Path) -> ViewTarget:
     if "face" in names and len(names["face"].data) > 0:
         return ViewTarget(path, "mesh", mesh=_load_mesh(path))
     if {"f_dc_0", "opacity", "scale_0", "rot_0"} <= props:
-        return ViewTarget(path, "splats", model=SplatModel.load(path))
+        return ViewTarget(path, "splats", model=load_model_file(path, "splats"))
     if not {"x", "y", "z"} <= props:
         raise ReconError(
             f"{path} has no x, y, z vertex properties; pass a splat PLY, a mesh or a point cloud"

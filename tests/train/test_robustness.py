@@ -224,8 +224,11 @@ def test_read_only_commands_fall_back_to_the_model_file(
     assert any("using splats.ply" in m for m in recon_log)
     assert main(["export", str(run), "--splat", str(tmp_path / "x.splat")]) == 0
     (run / "splats.ply").unlink()
+    capsys.readouterr()
     code = main(["export", str(run), "--splat", str(tmp_path / "y.splat")])
-    _one_line_error(capsys, code, "no usable model")
+    *warnings, error = capsys.readouterr().err.splitlines()
+    assert code == 2 and error.startswith("recon: error:") and "no usable model" in error, error
+    assert len(warnings) == 3 and all(w.startswith("WARNING: checkpoint") for w in warnings), warnings
 
 
 def test_resume_skips_a_damaged_checkpoint(run_with_three_checkpoints, tiny_scene, recon_log):
@@ -258,6 +261,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tiny_scene, tmp_path, caps
     run = tmp_path / "run"
     train(tiny_scene, run, _cfg("train.steps=5"))
     before = sorted(p.name for p in run.rglob("*"))
+    capsys.readouterr()  # the first run's progress bar
     with RunLock(run):  # another recon train writing this run (a flock on a second descriptor conflicts too)
         for flags in ([], ["--resume"], ["--overwrite"]):
             code = main(["train", str(tiny_scene), "--out", str(run), "--steps", "5", *SETS, *flags])
