@@ -262,6 +262,15 @@ def _add_eval_mesh(sub) -> None:
         metavar="SCENE",
         help="count only ground truth that a camera of this scene sees (like DTU's observation masks)",
     )
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="register the mesh to the ground truth first (similarity, as recon align), then score",
+    )
+    p.add_argument(
+        "--ot", action="store_true", help="also report the Sinkhorn divergence of the two surfaces' samples"
+    )
+    p.add_argument("--ot-samples", type=int, default=2000, help="points per surface for --ot (default 2000)")
     p.set_defaults(func=_run_eval_mesh)
 
 
@@ -273,10 +282,44 @@ def _run_eval_mesh(args) -> int:
     if args.tau is not None and not (math.isfinite(args.tau) and args.tau > 0):
         raise ReconError(f"--tau {args.tau}: use a positive distance in scene units (or leave it out)")
     crop = None if args.crop is None else (args.crop[:3], args.crop[3:])
+    if args.ot and args.ot_samples < 10:
+        raise ReconError(f"--ot-samples {args.ot_samples}: use at least 10 points per surface")
     scores = eval_mesh_files(
-        args.pred, args.gt, tau=args.tau, n_samples=args.samples, crop=crop, visible_from=args.visible_from
+        args.pred,
+        args.gt,
+        tau=args.tau,
+        n_samples=args.samples,
+        crop=crop,
+        visible_from=args.visible_from,
+        align=args.align,
+        ot_samples=args.ot_samples if args.ot else None,
     )
     print(json.dumps(scores))
+    return 0
+
+
+def _add_align(sub) -> None:
+    p = sub.add_parser(
+        "align", help="register a mesh, point cloud or splat PLY to a reference (similarity, partial overlap)"
+    )
+    p.add_argument("src", help="file to move: mesh (.ply, .obj, .glb), point cloud PLY or splat PLY")
+    p.add_argument("ref", help="reference, in any of the same formats")
+    p.add_argument("--out", metavar="ALIGNED", help="write the moved source here, in the source's format")
+    p.add_argument(
+        "--scale",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="estimate the scale too (default); --no-scale: rigid, scale 1",
+    )
+    p.set_defaults(func=_run_align)
+
+
+def _run_align(args) -> int:
+    from recon.eval.align import AlignConfig
+    from recon.eval.align_io import align_files
+
+    result = align_files(args.src, args.ref, out=args.out, config=AlignConfig(with_scale=args.scale))
+    print(json.dumps(result))
     return 0
 
 
@@ -307,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_export(sub)
     _add_eval_mesh(sub)
+    _add_align(sub)
     _add_view(sub)
     return parser
 
