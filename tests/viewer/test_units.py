@@ -133,8 +133,9 @@ def test_unreadable_targets_are_user_errors(tmp_path, name, content, message):
 def test_run_with_a_corrupt_checkpoint_is_a_user_error(tmp_path):
     (tmp_path / "run" / "ckpt").mkdir(parents=True)
     (tmp_path / "run" / "ckpt" / "step_000010.pt").write_bytes(b"truncated")
-    with pytest.raises(ReconError, match="cannot read the model of run"):
+    with pytest.raises(ReconError, match="has no usable model: no checkpoint can be read") as err:
         load_target(tmp_path / "run")
+    assert "\n" not in str(err.value)
 
 
 def test_busy_port_moves_to_the_next_free_one():
