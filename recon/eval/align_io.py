@@ -21,6 +21,7 @@ from scipy.spatial.transform import Rotation
 from recon.data.atomic import atomic_path
 from recon.data.errors import ReconError
 from recon.eval.align import AlignConfig, Alignment, align_points
+from recon.eval.mesh_metrics import load_mesh
 from recon.render.sh import sh_basis
 
 MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".stl", ".off")
@@ -55,17 +56,7 @@ def _ply_has_faces(ply: PlyData) -> bool:
     return any(el.name == "face" and el.count > 0 for el in ply.elements)
 
 
-def _load_trimesh(path: Path) -> trimesh.Trimesh:
-    try:
-        loaded = trimesh.load(path, process=False)
-    except Exception as e:
-        raise ReconError(f"{path} is not a readable mesh ({e})") from None
-    if isinstance(loaded, trimesh.Scene):
-        parts = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)]
-        loaded = trimesh.util.concatenate(parts) if parts else None
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise ReconError(f"{path} holds no triangles; pass a mesh, a point cloud PLY or a splat PLY")
-    return loaded
+_ANY = "a mesh, a point cloud PLY or a splat PLY"
 
 
 def _mesh_samples(mesh: trimesh.Trimesh, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +73,7 @@ def load_geometry(path: str | Path, n_samples: int = 20_000, seed: int = 0) -> G
     if suffix == ".ply":
         ply = _read_ply(path)
         if _ply_has_faces(ply):
-            pts, nrm = _mesh_samples(_load_trimesh(path), n_samples, seed)
+            pts, nrm = _mesh_samples(load_mesh(path, _ANY), n_samples, seed)
             return Geometry(path, "mesh", pts, nrm)
         xyz = _vertex_xyz(ply, path)
         names = ply["vertex"].data.dtype.names
@@ -90,7 +81,7 @@ def load_geometry(path: str | Path, n_samples: int = 20_000, seed: int = 0) -> G
         xyz = xyz[np.isfinite(xyz).all(1)]
         return Geometry(path, kind, xyz, None)
     if suffix in MESH_SUFFIXES:
-        pts, nrm = _mesh_samples(_load_trimesh(path), n_samples, seed)
+        pts, nrm = _mesh_samples(load_mesh(path, _ANY), n_samples, seed)
         return Geometry(path, "mesh", pts, nrm)
     raise ReconError(f"{path}: unknown format {suffix!r}; pass .ply, .obj, .glb, .gltf, .stl or .off")
 

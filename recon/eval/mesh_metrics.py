@@ -52,8 +52,9 @@ class MeshScores:
         return asdict(self)
 
 
-def load_mesh(path: str | Path) -> trimesh.Trimesh:
-    """A triangle mesh from PLY/OBJ/GLB/STL/OFF (scenes are merged into one mesh)."""
+def load_mesh(path: str | Path, what: str = "a triangle mesh") -> trimesh.Trimesh:
+    """A triangle mesh from PLY/OBJ/GLB/STL/OFF (scenes are merged into one mesh); ``what`` is what the error
+    message asks for instead."""
     path = Path(path)
     if not path.is_file():
         raise ReconError(f"mesh file {path} does not exist")
@@ -65,7 +66,7 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
         parts = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)]
         loaded = trimesh.util.concatenate(parts) if parts else None
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise ReconError(f"{path} holds no triangles; pass a triangle mesh")
+        raise ReconError(f"{path} holds no triangles; pass {what}")
     return loaded
 
 
