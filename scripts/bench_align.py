@@ -31,9 +31,11 @@ from recon.eval.align_cases import alignment_errors, asymmetric_shape, random_ca
 reg = o3d.pipelines.registration
 
 
-def fpfh_ransac_icp(src: np.ndarray, ref: np.ndarray, voxel: float = 0.05) -> tuple[float, np.ndarray]:
+def fpfh_ransac_icp(src: np.ndarray, ref: np.ndarray, voxel: float = 0.12) -> tuple[float, np.ndarray]:
     """open3d's global registration recipe in the normalised frames (centre, RMS radius 1): voxel downsampling,
-    normals, FPFH, RANSAC on feature matches, point-to-plane ICP. Returns (scale, R) in the clouds' units."""
+    normals, FPFH (radius 5 voxels), RANSAC on feature matches, point-to-plane ICP. Returns (scale, R) in the
+    clouds' units. The voxel, 0.12 RMS radii, was the best of 0.05 (open3d's tutorial value relative to the
+    size), 0.08, 0.12 and 0.16 on seeds 0–7 at 1% noise: 7 of 8 within 2°, against 1 of 8 at 0.05."""
 
     def prepare(points):
         centre = points.mean(0)
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--crop", type=float, default=0.3)
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--voxel", type=float, default=0.12, help="FPFH voxel in RMS radii")
     args = parser.parse_args()
     conditions = machine()
     mesh = asymmetric_shape()
@@ -106,7 +109,7 @@ def main() -> None:
         if not (r < 2.0 and s < 0.01):
             missed_seeds.append(seed)
         t0 = time.perf_counter()
-        scale, R = fpfh_ransac_icp(case.src, case.ref)
+        scale, R = fpfh_ransac_icp(case.src, case.ref, args.voxel)
         base["secs"].append(time.perf_counter() - t0)
         r, s = alignment_errors(case, scale, R)
         base["rot"].append(r)
@@ -119,6 +122,7 @@ def main() -> None:
                 "points": args.points,
                 "crop": args.crop,
                 "noise": args.noise,
+                "fpfh_voxel": args.voxel,
                 "ours": {**summarise(ours["rot"], ours["scl"], ours["secs"]), "missed_seeds": missed_seeds},
                 "fpfh_ransac_icp": summarise(base["rot"], base["scl"], base["secs"]),
                 "total_seconds": round(time.perf_counter() - start, 1),
