@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from recon.render import RenderOutputs
+from recon.render.projection import quat_to_rotmat
 
 SH_C0 = 0.28209479177387814
 
@@ -40,15 +41,7 @@ class GaussianCloud:
 
     def covariances(self) -> np.ndarray:
         """[N,3,3] Σ = R diag(s)² Rᵀ."""
-        w, x, y, z = self.quats.T
-        r = np.stack(
-            [
-                1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-            ],
-            axis=-1,
-        ).reshape(-1, 3, 3)  # fmt: skip
+        r = quat_to_rotmat(torch.from_numpy(self.quats)).numpy()
         m = r * self.scales[:, None, :]
         return (m @ m.transpose(0, 2, 1)).astype(np.float32)
 

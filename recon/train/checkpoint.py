@@ -15,21 +15,11 @@ import torch
 from recon.data.run_folder import RunFolder, load_checkpoint
 
 __all__ = [
-    "ckpt_path",
-    "list_checkpoints",
     "latest_checkpoint",
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
 ]
-
-
-def ckpt_path(run: Path, step: int) -> Path:
-    return RunFolder(run).checkpoint_path(step)
-
-
-def list_checkpoints(run: Path) -> list[Path]:
-    return RunFolder(run).checkpoints()
 
 
 def latest_checkpoint(run: Path) -> Path | None:

@@ -21,6 +21,7 @@ from scipy.spatial.transform import Rotation
 import recon.render.reference as reference
 from recon.render import OUTPUT_NAMES, PRIMITIVES, RasterSettings, rasterize, resolve_backend
 from recon.render.outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS
+from recon.render.primitives import get_primitive
 from recon.render.projection import bin_tiles, project_gaussians
 from recon.render.reference import pixel_contributions
 from recon.render.sh import SH_C0, SH_C1, SH_C2, SH_C3, colors_from_sh, eval_sh
@@ -35,7 +36,14 @@ from tests.render.conftest import (
 
 F64 = torch.float64
 # The pure-torch projection of each primitive type: (means, quats, scales, viewmats, Ks, W, H, **settings).
-PROJECT = {"gaussian3d": project_gaussians, "surfel2d": project_surfels}
+
+
+def _project(scene: dict, settings: RasterSettings, with_normals: bool = False):
+    """The scene's primitive projected by its descriptor's pure-torch projection."""
+    keys = ("means", "quats", "scales", "viewmats", "Ks")
+    return get_primitive(scene["primitive"]).project_reference(
+        *(scene[k] for k in keys), settings, with_normals
+    )
 
 
 def render(scene: dict, outputs=OUTPUT_NAMES, **overrides):
@@ -372,15 +380,7 @@ def _sequential_render(scene: dict, tile_size: int) -> dict:
     projection's culling, tile ranges, centres and depths (and, for Gaussians, conics and normals)."""
     primitive = scene["primitive"]
     settings = RasterSettings(scene["width"], scene["height"], tile_size=tile_size)
-    proj = PROJECT[primitive](
-        scene["means"],
-        scene["quats"],
-        scene["scales"],
-        scene["viewmats"],
-        scene["Ks"],
-        settings,
-        with_normals=True,
-    )
+    proj = _project(scene, settings, with_normals=True)
     C, N = proj.depths.shape
     H, W = scene["height"], scene["width"]
     z = proj.depths.detach().numpy()
@@ -633,14 +633,7 @@ def test_strategy_keys_in_info(primitive_scene, primitive):
     culled = info["radii"][..., 0] == 0
     assert culled.any() and (info["means2d"].grad[culled] == 0).all()
     assert info["means2d"].grad[~culled].abs().sum() > 0
-    proj = PROJECT[primitive](
-        scene["means"],
-        scene["quats"],
-        scene["scales"],
-        scene["viewmats"],
-        scene["Ks"],
-        RasterSettings(24, 20),
-    )
+    proj = _project(scene, RasterSettings(24, 20))
     assert info["n_isects"] == int(bin_tiles(proj).tile_counts.sum()) > 0
 
 
