@@ -10,7 +10,8 @@ see ``outputs.OUTPUT_NAMES``) and ``backend=``:
 
 ``primitive=`` picks what the parameters describe: one of ``PRIMITIVES``, each described by a ``RasterPrimitive``
 in ``primitives.py`` (its kernel id, projections and the backends that render it). 3D Gaussians are the default
-(semantics in ``reference.py``); 2D Gaussian surfels (2DGS) are in ``surfels.py``.
+(semantics in ``reference.py``); 2D Gaussian surfels (2DGS) are in ``surfels.py``; smooth convexes (3DCS) in
+``convex.py``: they take ``shape=(points, delta, sigma)`` instead of quats and scales, and ``means`` = the centres.
 
 Returns ``(RenderOutputs, info)``; ``info`` carries the keys gsplat's strategies read (``means2d`` [C,N,2] with its
 gradient retained, plus ``means2d.absgrad`` after backward when ``absgrad=True``; ``radii`` [C,N,2] int32;
@@ -64,9 +65,9 @@ def resolve_backend(backend: str, device: torch.device, primitive: str = "gaussi
 
 
 def rasterize(
-    means: Tensor,  # [N,3]
-    quats: Tensor,  # [N,4] wxyz, need not be normalised
-    scales: Tensor,  # [N,3] (activated, not log)
+    means: Tensor,  # [N,3] centres (where SH colours are evaluated)
+    quats: Tensor | None,  # [N,4] wxyz, need not be normalised (None for convexes)
+    scales: Tensor | None,  # [N,3] (activated, not log; None for convexes)
     opacities: Tensor,  # [N] (activated, in [0,1])
     colors: Tensor,  # [N,D] or [C,N,D] features, or SH coefficients [N,K,3] / [C,N,K,3] when sh_degree is set
     viewmats: Tensor,  # [C,4,4] world-to-camera, OpenCV axes
@@ -84,6 +85,7 @@ def rasterize(
     outputs: Sequence[str] | str = ("rgb",),
     backend: str = "auto",
     primitive: str = "gaussian3d",  # one of PRIMITIVES
+    shape: Sequence[Tensor] | None = None,  # convexes: (points [N,K,3], delta [N], sigma [N]), activated
 ) -> tuple[RenderOutputs, dict]:
     """Render C views of N primitives; see the module docstring for backends, primitives and the returned values."""
     wanted = normalize_outputs(outputs)
@@ -93,7 +95,12 @@ def rasterize(
     if viewmats.dim() != 3 or Ks.dim() != 3:
         raise ValueError("viewmats must be [C,4,4] and Ks [C,3,3]")
     settings = RasterSettings(width, height, near_plane, far_plane, radius_clip, eps2d, tile_size)
-    args = (Splats(means, quats, scales, opacities, colors), viewmats, Ks, settings)
+    splats = Splats(means, quats, scales, opacities, colors, None if shape is None else tuple(shape))
+    prim = get_primitive(primitive)
+    prim.geometry(splats)  # shapes checked before any work
+    if "normal" in wanted and not prim.normals:
+        raise ValueError(f"primitive {primitive!r} renders no normal map; ask for depth maps instead")
+    args = (splats, viewmats, Ks, settings)
     request = RenderRequest(wanted, sh_degree, backgrounds, absgrad, primitive)
     if chosen == "cpu":
         from .cpu import rasterize_cpu as backend_fn
@@ -118,6 +125,7 @@ def contributors(
     k: int = 5,
     backend: str = "auto",
     primitive: str = "gaussian3d",
+    shape: Sequence[Tensor] | None = None,  # as in rasterize
     **options,  # near_plane, far_plane, radius_clip, eps2d, tile_size as in rasterize
 ) -> tuple[Tensor, Tensor]:
     """Per pixel, the ids of the first ``k`` and the last ``k`` primitives it composites (α ≥ 1/255, before the
@@ -131,7 +139,8 @@ def contributors(
     if k < 1:
         raise ValueError(f"contributors: k must be at least 1, got {k}")
     settings = RasterSettings(width, height, **options)
-    splats = Splats(means.detach(), quats.detach(), scales.detach(), opacities.detach())
+    detached = (None if t is None else t.detach() for t in (means, quats, scales, opacities))
+    splats = Splats(*detached, shape=None if shape is None else tuple(t.detach() for t in shape))
     args = (splats, viewmats, Ks, settings, int(k))
     if chosen == "cpu":
         from .cpu import contributors_cpu
@@ -140,7 +149,7 @@ def contributors(
     if chosen == "reference":
         from .reference import first_and_last, pixel_contributions
 
-        ids, _, _ = pixel_contributions(*splats[:4], viewmats, Ks, settings, primitive)
+        ids, _, _ = pixel_contributions(splats, viewmats, Ks, settings, primitive)
         return first_and_last(ids, int(k))
     raise ValueError(
         "per-pixel contributor ids need backend='cpu' or 'reference' (gsplat has no such kernel)"

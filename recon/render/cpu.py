@@ -142,8 +142,8 @@ def _project(
     normals: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(means2d, payload, depths, normals, radii) of the primitive's C++ projection Function."""
-    means, quats, scales = (t.contiguous() for t in splats[:3])
-    return prim.project_cpu(means, quats, scales, viewmats, Ks, settings.projection_tuple(), normals)
+    geometry = (t.contiguous() for t in prim.geometry(splats))
+    return prim.project_cpu(*geometry, viewmats, Ks, settings.projection_tuple(), normals)
 
 
 def rasterize_cpu(
@@ -155,7 +155,7 @@ def rasterize_cpu(
     gradients are not supported (viewmats and Ks are treated as constants). float32 and float64 both work (float64
     for gradcheck). Only the maps named in ``outputs`` are computed.
     """
-    means, quats, scales, opacities, colors = splats
+    means, opacities, colors = splats.means, splats.opacities, splats.colors
     outputs, sh_degree, backgrounds, absgrad, primitive = request
     dtype = means.dtype
     C, N = viewmats.shape[0], means.shape[0]

@@ -19,16 +19,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .convex import PAYLOAD_SIZE as CONVEX_PAYLOAD
+from .convex import convex_alpha, project_convexes
 from .cpu_projection import ProjectGaussians, ProjectSurfels
 from .projection import Footprint, gaussian_alpha, project_gaussians
+from .settings import Splats
 from .surfels import project_surfels, surfel_alpha
 
 __all__ = ["RasterPrimitive", "PRIMITIVES", "PRIMITIVE_TABLE", "get_primitive"]
 
-# (means, quats, scales, viewmats, Ks, settings.projection_tuple(), want_normals)
+# The tensors a primitive's projections read, taken from (and checked against) the Splats: (means, quats, scales)
+# for Gaussians and surfels, Splats.shape for convexes.
+Geometry = Callable[[Splats], tuple[Tensor, ...]]
+# (*geometry, viewmats, Ks, settings.projection_tuple(), want_normals)
 #   -> (means2d [C,N,2], payload [C,N,P], depths [C,N], normals [C,N,3] or empty, radii [C,N] int32)
 CpuProjection = Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
-# (means, quats, scales, viewmats, Ks, settings, want_normals) -> footprint (means2d, depths, radii, normals, tiles)
+# (*geometry, viewmats, Ks, settings, want_normals) -> footprint (means2d, depths, radii, normals, tiles)
 # with the kernel's ``payload`` [C,N,P]
 ReferenceProjection = Callable[..., Footprint]
 # (means2d [t,K,2] or [t,P,K,2], payload [t,K,P], depths [t,K], opacities [t,K], entry_ok [t,K], px [t,P], py [t,P])
@@ -46,6 +52,48 @@ class RasterPrimitive:
     alpha_reference: ReferenceAlpha
     backends: tuple[str, ...]  # concrete backends that render it
     backend_note: str = ""  # why a backend is missing, for the error message
+    geometry: Geometry = None  # type: ignore[assignment]  # set below: what its projections read
+    normals: bool = True  # whether it renders the "normal" map
+
+    @property
+    def shaped_by_axes(self) -> bool:
+        """Whether quats and scales shape it (Gaussians, surfels) rather than ``Splats.shape`` (convexes)."""
+        return self.geometry is _axes_geometry
+
+
+def _axes_geometry(splats: Splats) -> tuple[Tensor, Tensor, Tensor]:
+    """(means, quats, scales) of Gaussians and surfels, shapes checked."""
+    means, quats, scales = splats.means, splats.quats, splats.scales
+    N = means.shape[0]
+    if quats is None or scales is None or quats.shape != (N, 4) or scales.shape[0] != N or scales.dim() != 2:
+        got = [None if t is None else tuple(t.shape) for t in (quats, scales)]
+        raise ValueError(f"quats must be [N,4] and scales [N,3] (N={N}), got {got[0]}, {got[1]}")
+    return means, quats, scales
+
+
+def _convex_geometry(splats: Splats) -> tuple[Tensor, Tensor, Tensor]:
+    """(points [N,K,3], δ [N], σ [N]) of convexes, from ``Splats.shape``."""
+    N = splats.means.shape[0]
+    shape = splats.shape
+    if shape is None or len(shape) != 3:
+        raise ValueError("convexes need shape=(points [N,K,3], delta [N], sigma [N])")
+    points, delta, sigma = shape
+    if (
+        points.dim() != 3
+        or points.shape[0] != N
+        or points.shape[2] != 3
+        or delta.shape != (N,)
+        or sigma.shape != (N,)
+    ):
+        raise ValueError(
+            f"convex shape must be points [N,K,3], delta [N], sigma [N] (N={N}), got "
+            f"{tuple(points.shape)}, {tuple(delta.shape)}, {tuple(sigma.shape)}"
+        )
+    return points, delta, sigma
+
+
+def _convex_reference(points, delta, sigma, viewmats, Ks, settings, want_normals):
+    return project_convexes(points, delta, sigma, viewmats, Ks, settings, want_normals)
 
 
 def _gaussians_cpu(means, quats, scales, viewmats, Ks, settings, want_normals):
@@ -74,6 +122,7 @@ PRIMITIVE_TABLE: dict[str, RasterPrimitive] = {
             project_reference=project_gaussians,
             alpha_reference=_gaussian_alpha,
             backends=("cpu", "reference", "gsplat"),
+            geometry=_axes_geometry,
         ),
         # 2D Gaussian surfels (2DGS): ray-splat intersection, per-pixel depth; semantics in surfels.py
         RasterPrimitive(
@@ -85,6 +134,20 @@ PRIMITIVE_TABLE: dict[str, RasterPrimitive] = {
             alpha_reference=surfel_alpha,
             backends=("cpu", "reference"),
             backend_note="gsplat's 2DGS kernels follow other conventions",
+            geometry=_axes_geometry,
+        ),
+        # smooth convexes (3DCS): hull lines, LSE-sigmoid kernel; semantics in convex.py
+        RasterPrimitive(
+            name="convex",
+            kernel_id=2,
+            payload_size=CONVEX_PAYLOAD,
+            project_cpu=None,  # type: ignore[arg-type]
+            project_reference=_convex_reference,
+            alpha_reference=convex_alpha,
+            backends=("reference",),
+            backend_note="gsplat has no convex kernel",
+            geometry=_convex_geometry,
+            normals=False,
         ),
     )
 }

@@ -84,10 +84,7 @@ class _Scene:
 
 
 def _prepare(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
+    splats: Splats,
     colors: Tensor | None,
     viewmats: Tensor,
     Ks: Tensor,
@@ -96,12 +93,15 @@ def _prepare(
     want_normals: bool,
     primitive: str = "gaussian3d",
 ) -> _Scene:
-    """Project, bin and flatten; ``colors`` None means no colour map is wanted."""
+    """Project, bin and flatten; ``colors`` None means no colour map is wanted (``splats.colors`` is not read)."""
+    means, opacities = splats.means, splats.opacities
     C, N = viewmats.shape[0], means.shape[0]
     if opacities.shape != (N,):
         raise ValueError(f"opacities must be [N] (N={N}), got {tuple(opacities.shape)}")
     prim = get_primitive(primitive)
-    proj = prim.project_reference(means, quats, scales, viewmats, Ks, settings, want_normals)
+    if want_normals and not prim.normals:
+        raise ValueError(f"primitive {primitive!r} renders no normal map")
+    proj = prim.project_reference(*prim.geometry(splats), viewmats, Ks, settings, want_normals)
     payload = proj.payload
     bins = bin_tiles(proj)
     cols = None
@@ -300,14 +300,7 @@ def _run(
     return values, pairs
 
 
-def _check_args(
-    means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor, backgrounds
-) -> None:
-    N = means.shape[0]
-    if quats.shape != (N, 4) or scales.shape != (N, 3):
-        raise ValueError(
-            f"quats must be [N,4] and scales [N,3] (N={N}), got {tuple(quats.shape)}, {tuple(scales.shape)}"
-        )
+def _check_args(viewmats: Tensor, Ks: Tensor, backgrounds) -> None:
     if viewmats.shape[1:] != (4, 4) or Ks.shape[1:] != (3, 3) or viewmats.shape[0] != Ks.shape[0]:
         raise ValueError(
             f"viewmats must be [C,4,4] and Ks [C,3,3], got {tuple(viewmats.shape)}, {tuple(Ks.shape)}"
@@ -324,13 +317,13 @@ def rasterize_reference(
 
     Gradients reach means, quats, scales, opacities, colors/SH and backgrounds, not viewmats or Ks.
     """
-    means, quats, scales, opacities, colors = splats
+    means, colors = splats.means, splats.colors
     outputs, sh_degree, backgrounds, absgrad, primitive = request
-    _check_args(means, quats, scales, viewmats, Ks, backgrounds)
+    _check_args(viewmats, Ks, backgrounds)
     wanted = tuple(outputs)
     C, N, H, W, T = viewmats.shape[0], means.shape[0], settings.height, settings.width, settings.tile_size
     scene = _prepare(
-        means, quats, scales, opacities, colors if "rgb" in wanted else None, viewmats, Ks, settings, sh_degree,
+        splats, colors if "rgb" in wanted else None, viewmats, Ks, settings, sh_degree,
         want_normals="normal" in wanted, primitive=primitive,
     )  # fmt: skip
     means2d = scene.proj.means2d
@@ -375,10 +368,7 @@ def rasterize_reference(
 
 @torch.no_grad()
 def pixel_contributions(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
+    splats: Splats,
     viewmats: Tensor,
     Ks: Tensor,
     settings: RasterSettings,
@@ -390,12 +380,10 @@ def pixel_contributions(
     were skipped or came after the stop are left out, so brute-force sums over w and z reproduce the maps (z is a
     surfel's per-pixel depth z_p, a Gaussian's centre depth).
     """
+    means = splats.means
     C, N, H, W, T = viewmats.shape[0], means.shape[0], settings.height, settings.width, settings.tile_size
     scene = _prepare(
-        means,
-        quats,
-        scales,
-        opacities,
+        splats,
         None,
         viewmats,
         Ks,

@@ -50,13 +50,15 @@ class RasterSettings:
 
 
 class Splats(NamedTuple):
-    """The activated primitives a backend renders (``rasterize``'s first five arguments)."""
+    """The activated primitives a backend renders (``rasterize``'s first five arguments, and ``shape``)."""
 
-    means: Tensor  # [N,3]
-    quats: Tensor  # [N,4] wxyz
-    scales: Tensor  # [N,3] (activated)
+    means: Tensor  # [N,3] centres: where SH colours are evaluated
+    quats: Tensor | None  # [N,4] wxyz (Gaussians, surfels; None for primitives shaped by ``shape``)
+    scales: Tensor | None  # [N,3] (activated)
     opacities: Tensor  # [N] (activated)
     colors: Tensor | None = None  # features or SH coefficients; None when no colour is rendered
+    shape: tuple[Tensor, ...] | None = None  # the geometry of primitives not shaped by quats and scales
+    # (convexes: points [N,K,3], δ [N], σ [N]); the primitive's descriptor says which it reads
 
 
 class RenderRequest(NamedTuple):

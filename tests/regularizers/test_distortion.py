@@ -9,6 +9,7 @@ from recon.regularizers.distortion import Distortion, DistortionConfig
 from recon.render import RasterSettings
 from recon.render.outputs import NDC_FAR, NDC_NEAR
 from recon.render.reference import pixel_contributions
+from recon.render.settings import Splats
 
 from .helpers import camera, context, params_of, quat_about_x, render
 
@@ -68,10 +69,10 @@ def test_recursion_matches_brute_force():
     vm, K = camera(SIZE)
     out, _ = render(params, vm, K, SIZE, ("distort_l1", "distort_ndc2"))
     with torch.no_grad():
-        ids, w, z = pixel_contributions(
-            params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
-            vm, K, RasterSettings(SIZE, SIZE),
-        )  # fmt: skip
+        splats = Splats(
+            params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"])
+        )
+        ids, w, z = pixel_contributions(splats, vm, K, RasterSettings(SIZE, SIZE))
     assert (ids >= 0).sum(-1).max() >= 5  # the scene really layers several splats per pixel
     wi, wj = w[..., :, None], w[..., None, :]
     l1 = (wi * wj * (z[..., :, None] - z[..., None, :]).abs()).sum((-1, -2))

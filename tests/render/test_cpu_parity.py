@@ -22,6 +22,7 @@ import torch
 from recon.render import OUTPUT_NAMES, RasterSettings, contributors, rasterize
 from recon.render.outputs import NDC_FAR, NDC_NEAR
 from recon.render.reference import pixel_contributions
+from recon.render.settings import Splats
 from tests.paths import shared_data
 from tests.render.conftest import PER_PIXEL_DEPTH
 
@@ -209,9 +210,9 @@ def test_distortion_maps_equal_brute_force_double_sums(primitive_scene, primitiv
     out, _, _ = render(
         scene, "cpu", outputs=("alpha", "depth_exp", "distort_l1", "distort_ndc2"), tile_size=8
     )
-    keys = ("means", "quats", "scales", "opacities", "viewmats", "Ks")
+    splats = Splats(*(scene[k] for k in ("means", "quats", "scales", "opacities")))
     settings = RasterSettings(scene["width"], scene["height"], tile_size=8)
-    ids, w, z = pixel_contributions(*(scene[k] for k in keys), settings, primitive)
+    ids, w, z = pixel_contributions(splats, scene["viewmats"], scene["Ks"], settings, primitive)
     w, z = w.numpy(), z.numpy()
     # Σ_{i>j} 2 w_i w_j (z_i − z_j) over each pixel's list in compositing order: signed, since a surfel's per-pixel
     # depth need not follow the order of the centre depths; a Gaussian's does, so for it this is Σ w_i w_j |z_i − z_j|

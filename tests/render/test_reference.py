@@ -24,6 +24,7 @@ from recon.render.outputs import ALPHA_MAX, ALPHA_MIN, NDC_FAR, NDC_NEAR, T_EPS
 from recon.render.primitives import get_primitive
 from recon.render.projection import bin_tiles, project_gaussians
 from recon.render.reference import pixel_contributions
+from recon.render.settings import Splats
 from recon.render.sh import SH_C0, SH_C1, SH_C2, SH_C3, colors_from_sh, eval_sh
 from recon.render.surfels import project_surfels, surfel_kernel
 from tests.render.conftest import (
@@ -458,9 +459,9 @@ def test_vectorised_compositing_equals_sequential_loop(primitive_scene, primitiv
 def test_distortion_maps_equal_brute_force_double_sums(primitive_scene, primitive):
     scene = primitive_scene(140, 2, 20, 26, seed=5, dtype=F64)
     out, _ = render(scene, outputs=("alpha", "depth_exp", "distort_l1", "distort_ndc2"), tile_size=8)
-    keys = ("means", "quats", "scales", "opacities", "viewmats", "Ks")
+    splats = Splats(*(scene[k] for k in ("means", "quats", "scales", "opacities")))
     settings = RasterSettings(scene["width"], scene["height"], tile_size=8)
-    ids, w, z = pixel_contributions(*(scene[k] for k in keys), settings, primitive)
+    ids, w, z = pixel_contributions(splats, scene["viewmats"], scene["Ks"], settings, primitive)
     w, z = w.numpy(), z.numpy()
     # 2 Σ_{i>j} w_i w_j (z_i − z_j) in compositing order: Σ w_i w_j |z_i − z_j| where the depths follow that order
     l1 = 2 * (z[..., :, None] - z[..., None, :]) * w[..., :, None] * w[..., None, :]
