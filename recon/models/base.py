@@ -64,8 +64,14 @@ class Representation(ABC):
     the trainer builds one optimizer per entry)."""
 
     kind: ClassVar[str]
+    # the model.primitive values it holds (several classes may share a kind: splats of Gaussians and surfels in
+    # one, convexes in another); empty for representations without primitives
+    primitives: ClassVar[tuple[str, ...]] = ()
     params: torch.nn.ParameterDict
     file_name: ClassVar[str]  # the model file in a run folder (Gaussians: splats.ply)
+    position_param: ClassVar[str] = (
+        "means"  # the entry of ``params`` whose learning rate MCMC's noise follows
+    )
 
     # ----- what it is -----
     @classmethod
@@ -136,8 +142,9 @@ class Representation(ABC):
 
     # ----- training -----
     @abstractmethod
-    def learning_rates(self, optim: Any, extent: float) -> dict[str, float]:
-        """The learning rate of each entry of ``params`` from the ``optim`` config section and the scene extent."""
+    def learning_rates(self, optim: Any, extent: float, progress: float = 0.0) -> dict[str, float]:
+        """The learning rate of each entry of ``params`` from the ``optim`` config section and the scene extent,
+        at ``progress`` (0..1) through training: the trainer sets them every step, so decays live here."""
 
     # ----- persistence -----
     @abstractmethod

@@ -17,6 +17,9 @@ from plyfile import PlyData, PlyElement
 from recon.data.atomic import atomic_path
 from recon.data.errors import ReconError
 
+from .compressed_ply import decode_compressed_ply, is_compressed_ply
+from .spz import is_spz, read_spz
+
 PLY_COMMENT = "recon primitive "  # + the primitive name, in the PLY header of every model recon writes
 
 
@@ -51,11 +54,21 @@ def write_3dgs_ply(path: str | Path, p: dict[str, np.ndarray], comments: list[st
 
 
 def read_3dgs_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], int, list[str]]:
-    """(raw parameters, SH degree, header comments) of a 3DGS-layout PLY; a ReconError for anything else."""
+    """(raw parameters, SH degree, header comments) of a 3DGS-layout PLY, or of a compressed splat file (``.spz``,
+    compressed PLY: ``spz.py``, ``compressed_ply.py``) so every loader reads those too; a ReconError for anything
+    else."""
     path = Path(path)
+    if path.is_file() and is_spz(path):  # compressed splat files read through the same door
+        params, degree = read_spz(path)
+        return params, degree, []
     try:
         ply = PlyData.read(str(path))
+        if is_compressed_ply(ply):
+            params, degree = decode_compressed_ply(ply, str(path))
+            return params, degree, list(ply.comments)
         v = ply["vertex"]
+    except ReconError:
+        raise
     except Exception as e:
         raise ReconError(
             f"{path} is not a readable PLY file ({e}); pass a splat PLY written by 3DGS or recon"
@@ -86,3 +99,20 @@ def read_3dgs_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], int, list[
         "shN": rest.reshape(n, 3, k_rest).transpose(1, 2).contiguous(),
     }
     return params, degree, list(ply.comments)
+
+
+def ply_primitive(path: str | Path) -> str | None:
+    """The primitive named by recon's header comment of a PLY file (None: no such comment, or unreadable; the
+    reader then reports what is wrong). Reads only the header."""
+    try:
+        with open(path, "rb") as f:
+            for _ in range(10_000):
+                line = f.readline()
+                if not line or line.startswith(b"end_header"):
+                    break
+                text = line.decode("ascii", "replace").strip()
+                if text.startswith("comment " + PLY_COMMENT):
+                    return text[len("comment " + PLY_COMMENT) :].strip() or None
+    except OSError:
+        return None
+    return None

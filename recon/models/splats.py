@@ -24,7 +24,7 @@ from recon.render.projection import quat_to_rotmat
 
 from .base import SH_C0, GaussianCloud, Representation, Traits, rgb_to_sh0, sh0_to_rgb
 from .ply import PLY_COMMENT, read_3dgs_ply, write_3dgs_ply
-from .primitives import DEFAULT_PRIMITIVE, SplatPrimitive, splat_primitive
+from .primitives import DEFAULT_PRIMITIVE, SPLAT_PRIMITIVES, SplatPrimitive, splat_primitive
 
 log = logging.getLogger("recon")
 
@@ -79,6 +79,7 @@ class SplatModel(Representation):
     """N splat primitives of one type (``model.primitive``) with SH colour of degree up to ``sh_degree``."""
 
     kind = "splats"
+    primitives = tuple(SPLAT_PRIMITIVES)
     file_name = "splats.ply"
     PARAM_NAMES = PARAM_NAMES
 
@@ -221,9 +222,12 @@ class SplatModel(Representation):
         )
 
     # ----- training -----
-    def learning_rates(self, optim: Any, extent: float) -> dict[str, float]:
+    def learning_rates(self, optim: Any, extent: float, progress: float = 0.0) -> dict[str, float]:
+        """3DGS: means decay exponentially from means_lr to means_lr_final, times the scene extent."""
+        t = min(max(progress, 0.0), 1.0)
+        means_lr = math.exp(math.log(optim.means_lr) * (1 - t) + math.log(optim.means_lr_final) * t)
         return {
-            "means": optim.means_lr * extent,
+            "means": means_lr * extent,
             "scales": optim.scales_lr,
             "quats": optim.quats_lr,
             "opacities": optim.opacities_lr,

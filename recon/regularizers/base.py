@@ -30,6 +30,12 @@ CAPABILITIES: dict[str, str] = {
     "volumetric": "volumetric primitives",
     # the per-pixel contributor-id query (recon.render.contributors) of the cpu and reference rasterizers
     "contributors": "the per-pixel contributor query of the cpu/reference rasterizers",
+    # a rendered "normal" map (Gaussians, surfels; a convex has no single normal)
+    "normals": "a rendered normal map",
+    # 3DCS's per-convex mask in ctx.params["mask"]
+    "mask": "a per-primitive mask",
+    # convex hull rows (points, delta, sigma) that 3DCS densification splits
+    "hulls": "convex hull points",
 }
 
 

@@ -78,6 +78,7 @@ def normal_error(normal: Tensor, surf_normal: Tensor) -> Tensor:
 class NormalConsistency(Regularizer):
     name = "normal"
     config_class = NormalConsistencyConfig
+    requires = frozenset({"normals"})  # the rendered normal map
     cfg: NormalConsistencyConfig
 
     @property

@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 from recon.data.errors import ReconError
 
 from .base import CAPABILITIES, Regularizer
+from .convex_mask import ConvexMask, ConvexMaskConfig
 from .distortion import Distortion, DistortionConfig
 from .flatten import Flatten, FlattenConfig
 from .mcmc_l1 import OpacityL1, OpacityL1Config, ScaleL1, ScaleL1Config
@@ -44,6 +45,7 @@ class RegularizersConfig:
     flat: FlattenConfig = entry(Flatten)  # PGSR's shortest-axis shrink
     opacity_l1: OpacityL1Config = entry(OpacityL1)  # 3DGS-MCMC's L1 on opacities (logged as opacity_reg)
     scale_l1: ScaleL1Config = entry(ScaleL1)  # 3DGS-MCMC's L1 on scales (logged as scale_reg)
+    mask: ConvexMaskConfig = entry(ConvexMask)  # 3DCS's mask loss on convexes (§3.1; configs/convex.yaml)
 
 
 def _table(config: type) -> dict[str, type[Regularizer]]:

@@ -61,7 +61,7 @@ def resolve_backend(backend: str, device: torch.device, primitive: str = "gaussi
 
         if gsplat_available():
             return "gsplat"
-    return "cpu"
+    return "cpu" if "cpu" in prim.backends else prim.backends[0]
 
 
 def rasterize(

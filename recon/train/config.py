@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from recon.models.primitives import SPLAT_PRIMITIVES
-from recon.models.registry import REPRESENTATIONS
+from recon.models.registry import PRIMITIVES, REPRESENTATIONS
 from recon.regularizers import RegularizersConfig
 
 MODEL_KINDS = tuple(REPRESENTATIONS)  # model.kind choices, from the registry
-PRIMITIVE_NAMES = tuple(SPLAT_PRIMITIVES)  # model.primitive choices, from the splat primitives' registry
+PRIMITIVE_NAMES = PRIMITIVES  # model.primitive choices, from the registry
 
 
 @dataclass
@@ -29,6 +28,16 @@ class DataConfig:
     )  # background for transparent images and rendering
     random_background: bool = False  # random background each step (only for scenes with transparent images)
     ram_budget_mb: int = 2048  # most memory the decoded-image cache may hold
+
+
+@dataclass
+class ConvexConfig:
+    """How smooth convexes (model.primitive=convex, 3DCS) start; METHODS.md §3.1."""
+
+    points: int = 6  # points per convex (3..8)
+    init_size: float = 1.2  # initial radius: this × sqrt(mean squared distance to the 3 nearest neighbours)
+    delta_init: float = 0.1  # initial smoothness δ = this / sqrt(that mean squared distance)
+    sigma_init: float = 0.00095  # initial sharpness σ (indoor 0.0009, outdoor 0.001)
 
 
 @dataclass
@@ -47,7 +56,8 @@ class ModelConfig:
     init_random_points: int = (
         100_000  # Gaussians placed at random in the camera bounds when a scene has no points
     )
-    max_gaussians: int = 1_000_000  # hard cap on the number of Gaussians (densification stops growing there)
+    max_gaussians: int = 1_000_000  # hard cap on the number of primitives (densification stops growing there)
+    convex: ConvexConfig = field(default_factory=ConvexConfig)  # initial convexes (model.primitive=convex)
 
 
 @dataclass
@@ -59,6 +69,12 @@ class OptimConfig:
     opacities_lr: float = 5e-2
     sh0_lr: float = 2.5e-3
     shN_lr: float = 2.5e-3 / 20
+    # convexes (3DCS; their opacities use opacities_lr, configs/convex.yaml sets 0.01 as 3DCS)
+    points_lr: float = 5e-4  # convex points, not times the scene extent (indoor 4e-4)
+    points_lr_final: float = 5e-6  # reached at the end by exponential decay (indoor 4e-6)
+    delta_lr: float = 5e-3  # log smoothness
+    sigma_lr: float = 4.5e-3  # log sharpness (outdoor 4e-3)
+    mask_lr: float = 1e-2  # the convex mask
 
 
 @dataclass
@@ -92,10 +108,36 @@ class MCMCStrategyConfig:
 
 
 @dataclass
+class ConvexStrategyConfig:
+    """3DCS densification and pruning (METHODS.md §3.1); every schedule is a fraction of training."""
+
+    refine_start: float = 500 / 30000  # first split
+    refine_stop: float = 9000 / 30000  # last split (indoor 9500)
+    refine_every: float = 200 / 30000  # split and prune this often while splitting
+    prune_every: float = 1000 / 30000  # prune this often after splitting has stopped
+    reset_every: float = 3000 / 30000  # opacity reset this often while splitting (to at most reset_opacity)
+    reset_opacity: float = 0.2
+    max_grad: float = 2.5e-5  # split convexes whose mean signed dL/dσ over visible views reaches this
+    # (indoor 6e-6, outdoor 1e-6; ×8.5 when the scene extent exceeds 300)
+    shrink: float = (
+        0.63  # child points = child centre + shrink × (parent points − parent centre) (indoor 0.7)
+    )
+    child_opacity: float = 0.5  # child opacity = this × the parent's
+    child_delta: float = 1.0  # child log δ = this × the parent's
+    child_sigma: float = 0.88  # child log σ = this × the parent's (indoor 0.85)
+    prune_opacity: float = 0.03  # prune below this opacity
+    prune_mask: float = 0.01  # prune where sigmoid(mask) is at most this (indoor 0.02)
+    prune_size: float = 0.3  # prune convexes larger than this × the scene extent ...
+    prune_size_after: float = 3000 / 30000  # ... after this fraction of training
+
+
+@dataclass
 class StrategyConfig:
-    kind: Literal["default", "mcmc"] = "default"
+    # default: 3DGS (gsplat's DefaultStrategy); mcmc: 3DGS-MCMC; convex: 3DCS splitting (model.primitive=convex)
+    kind: Literal["default", "mcmc", "convex"] = "default"
     default: DefaultStrategyConfig = field(default_factory=DefaultStrategyConfig)
     mcmc: MCMCStrategyConfig = field(default_factory=MCMCStrategyConfig)
+    convex: ConvexStrategyConfig = field(default_factory=ConvexStrategyConfig)
 
 
 @dataclass

@@ -137,6 +137,23 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def preset_layers(path: str | Path, seen: tuple[Path, ...] = ()) -> list[dict]:
+    """A preset and the presets under it, outermost last: a preset's ``base: other.yaml`` (relative to its own
+    folder) is applied first, so variants such as configs/convex_indoor.yaml state only what they change."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ReconError(
+            f"config file {path} names itself as a base (through {seen[-1].name}); remove that base:"
+        )
+    data = dict(load_yaml(path))
+    parent = data.pop("base", None)
+    if parent is None:
+        return [data]
+    if not isinstance(parent, str):
+        raise ReconError(f"config file {path}: base must be a file name, got {parent!r}")
+    return [*preset_layers(path.parent / parent, (*seen, path.resolve())), data]
+
+
 def to_dict(cfg) -> dict:
     """Plain nested dict (tuples as lists) for YAML output."""
 
@@ -157,12 +174,14 @@ def dump_yaml(cfg) -> str:
 def build_config(
     cls, preset: str | Path | None = None, sets: list[str] | None = None, base: dict | None = None
 ):
-    """Defaults <- base (e.g. a saved run config) <- preset YAML <- each ``--set`` in order."""
+    """Defaults <- base (e.g. a saved run config) <- preset YAML (after the presets it names as ``base:``) <- each
+    ``--set`` in order."""
     cfg = cls()
     if base:
         cfg = merge(cfg, base)
     if preset:
-        cfg = merge(cfg, load_yaml(preset))
+        for layer in preset_layers(preset):
+            cfg = merge(cfg, layer)
     for item in sets or []:
         cfg = merge(cfg, parse_set(item))
     return cfg

@@ -3,12 +3,14 @@ scene. Shared by ``recon train`` and by the commands that reopen a finished run 
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from pathlib import Path
 
 from rich.console import Console
 
+from recon.data.atomic import remove_stale_temporaries
 from recon.data.errors import ReconError
 from recon.data.run_folder import RunFolder, RunLock
 from recon.data.scene import Scene, load_scene
@@ -17,6 +19,9 @@ from recon.models.registry import model_traits
 from recon.regularizers import check_supported
 
 from .config import Config
+from .densify import check_strategy
+
+log = logging.getLogger("recon")
 
 
 def training_backend(cfg: Config) -> str:
@@ -55,27 +60,39 @@ def check_config(cfg: Config) -> str:
     backend = training_backend(cfg)
     traits = model_traits(cfg.model)
     check_supported(cfg.reg, traits.capabilities, traits.label)
+    check_strategy(cfg.strategy, traits.capabilities, traits.label)
     return backend
 
 
 def prepare_run(run: Path, resume: bool, overwrite: bool) -> RunLock:
     """Lock the run folder for this process and make it ready: kept for ``resume``, emptied for ``overwrite``
-    (all but the lock: a live run is refused before anything is deleted), created when new. The caller
-    releases the returned lock when training ends, however it ends."""
+    (all but the lock: a live run is refused before anything is deleted), created when new. Temporary files of
+    writes killed in an earlier run are removed. The caller releases the returned lock when training ends,
+    however it ends."""
     if resume and overwrite:
         raise ReconError("--resume and --overwrite contradict each other; pass one of them")
     if run.exists() and not run.is_dir():
         raise ReconError(f"run folder {run} is a file; choose a folder for --out")
-    if resume and RunFolder(run).latest_checkpoint() is None:
-        raise ReconError(f"no checkpoint to resume in {run}; start a new run without --resume")
     lock = RunLock(run).acquire()
     try:
+        stale = remove_stale_temporaries(run)
+        if stale:
+            log.info(f"removed {len(stale)} temporary file(s) of an earlier run killed while writing")
+        entries = [p for p in run.iterdir() if p != lock.path]
+        has_checkpoint = RunFolder(run).latest_checkpoint() is not None
+        if resume and not has_checkpoint:
+            raise ReconError(
+                f"no checkpoint to resume in {run}; "
+                + ("start it again with --overwrite" if entries else "start a new run without --resume")
+            )
         if resume:
             return lock
-        entries = [p for p in run.iterdir() if p != lock.path]
         if entries and not overwrite:
             raise ReconError(
                 f"run folder {run} is not empty; pass --resume to continue it or --overwrite to replace it"
+                if has_checkpoint
+                else f"run folder {run} holds a run that stopped before its first checkpoint; pass --overwrite "
+                "to start it again, or choose another --out"
             )
         for p in entries:
             if p.is_dir() and not p.is_symlink():

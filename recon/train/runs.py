@@ -21,7 +21,9 @@ from .run_setup import load_training_scene, training_backend
 def check_run(run: str | Path) -> RunFolder:
     """The run folder, or a ReconError naming what to do when it holds no trained model."""
     folder = RunFolder(run)
-    return folder.check_trained(model_file_name(folder.setting("model", "kind", "splats")))
+    return folder.check_trained(
+        model_file_name(folder.setting("model", "kind", "splats"), folder.setting("model", "primitive", None))
+    )
 
 
 def load_run_model(run: str | Path) -> tuple[Representation, int, float]:

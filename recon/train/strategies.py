@@ -252,12 +252,3 @@ class StrategyDensifier(Densifier):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.state = state["strategy_state"]
         self.refine_step.load_state_dict(state["refine_step"])
-
-
-def make_densifier(
-    cfg: StrategyConfig, steps: int, cap: int, capabilities: frozenset[str], params, optimizers, extent: float
-) -> Densifier:
-    """The configured strategy for a representation with per-primitive rows; none for one without."""
-    if "primitives" not in capabilities:
-        return Densifier()
-    return StrategyDensifier(make_strategy(cfg, steps, cap), params, optimizers, extent, cap)

@@ -34,10 +34,10 @@ from recon.regularizers import RegContext, build_regularizers, needed_outputs, r
 
 from .checkpoint import rng_state, set_rng_state
 from .config import Config
+from .densify import make_densifier
 from .overrides import dump_yaml, to_dict
 from .run_setup import check_config, load_training_scene, prepare_run, scene_for_training, training_backend
-from .schedule import Clock, exp_decay, sh_degree_at
-from .strategies import make_densifier
+from .schedule import Clock, sh_degree_at
 
 log = logging.getLogger("recon")
 
@@ -213,9 +213,11 @@ class Trainer:
         progress = self.clock.progress(self.step, self.elapsed)
         nominal = self.clock.nominal_step(self.step, self.elapsed)
         sh_degree = sh_degree_at(progress, self.model.max_sh_degree, cfg.model.sh_degree_interval)
-        means_lr = exp_decay(cfg.optim.means_lr, cfg.optim.means_lr_final, progress) * self.extent
-        for g in self.optimizers["means"].param_groups:
-            g["lr"] = means_lr
+        lrs = self.model.learning_rates(cfg.optim, self.extent, progress)
+        for name, o in self.optimizers.items():
+            for g in o.param_groups:
+                g["lr"] = lrs[name]
+        position_lr = lrs[self.model.position_param]
         i = self.sampler.next()
         bg = self.background
         random_bg = cfg.data.random_background and self.scene.images.has_alpha(i)
@@ -244,7 +246,7 @@ class Trainer:
         for o in self.optimizers.values():
             o.step()
             o.zero_grad(set_to_none=True)
-        self.densifier.post_backward(self.model.params, self.optimizers, info, means_lr)
+        self.densifier.post_backward(self.model.params, self.optimizers, info, position_lr)
         self._prune_for_regularizers(nominal)
         self.step += 1
         stats = {k: float(v.detach()) for k, v in terms.items()}
@@ -252,7 +254,7 @@ class Trainer:
             loss=float(loss.detach()),
             psnr=float(psnr(img.detach().clamp(0, 1), target)),
             sh_degree=sh_degree,
-            means_lr=means_lr,
+            means_lr=position_lr,
             progress=progress,
         )
         return stats

@@ -94,7 +94,7 @@ def test_each_module_imports_alone_in_a_fresh_interpreter():
 
 
 def test_registry_order_names_and_config_keys():
-    keys = ["dist", "normal", "sugar", "nearfar", "tlog", "flat", "opacity_l1", "scale_l1"]
+    keys = ["dist", "normal", "sugar", "nearfar", "tlog", "flat", "opacity_l1", "scale_l1", "mask"]
     assert list(REGULARIZERS) == keys
     assert [f.name for f in fields(RegularizersConfig)] == keys
     hints = typing.get_type_hints(RegularizersConfig)  # what the config validation reads
@@ -132,16 +132,17 @@ def test_a_mismatched_entry_is_refused_at_import():
 
 
 def test_requires_are_declared_from_the_vocabulary():
-    assert set(CAPABILITIES) == {"primitives", "volumetric", "contributors"}
+    assert set(CAPABILITIES) == {"primitives", "volumetric", "contributors", "normals", "mask", "hulls"}
     expected = {
         "dist": set(),
-        "normal": set(),
+        "normal": {"normals"},
         "tlog": set(),
         "sugar": {"primitives"},
         "nearfar": {"primitives", "contributors"},
         "flat": {"primitives", "volumetric"},
         "opacity_l1": {"primitives"},
         "scale_l1": {"primitives"},
+        "mask": {"mask"},
     }
     assert {k: set(c.requires) for k, c in REGULARIZERS.items()} == expected
     assert all(isinstance(c.requires, frozenset) for c in REGULARIZERS.values())
@@ -186,15 +187,15 @@ def test_check_supported_names_the_first_enabled_regularizer_and_ignores_render_
     cfg = _cfg(
         "dist.weight=1", "normal.weight=1", "tlog.weight=1", "sugar.entropy_weight=0.1", "flat.weight=1"
     )
-    check_supported(
-        _cfg("dist.weight=1", "normal.weight=1", "tlog.weight=1"), frozenset(), "model.kind=field"
-    )
-    with pytest.raises(
-        ReconError, match=r"^reg\.sugar needs per-primitive parameters, which model\.kind=field"
-    ):
+    check_supported(_cfg("dist.weight=1", "tlog.weight=1"), frozenset(), "model.kind=field")
+    with pytest.raises(ReconError, match=r"^reg\.normal needs a rendered normal map, which model\.kind=field"):
         check_supported(cfg, frozenset(), "model.kind=field")
+    with pytest.raises(
+        ReconError, match=r"^reg\.sugar needs per-primitive parameters, which model\.primitive=convex"
+    ):
+        check_supported(cfg, {"normals", "contributors", "mask"}, "model.primitive=convex")
     with pytest.raises(ReconError, match="^reg.flat needs volumetric"):
-        check_supported(cfg, {"primitives"}, "model.primitive=surfel2d")  # any iterable of names is accepted
+        check_supported(cfg, {"primitives", "normals"}, "model.primitive=surfel2d")  # any iterable of names
     check_supported(cfg, ALL, "model.primitive=gaussian3d")
 
 

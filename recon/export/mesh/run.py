@@ -32,7 +32,9 @@ def export_run_mesh(
     check_mesh_suffix(out)
     if not folder.path.is_dir():
         raise ReconError(f"run folder {run} does not exist; pass a folder written by `recon train`")
-    model_file = model_file_name(folder.setting("model", "kind", "splats"))
+    model_file = model_file_name(
+        folder.setting("model", "kind", "splats"), folder.setting("model", "primitive", None)
+    )
     if not folder.model_path(model_file).exists():
         raise ReconError(
             f"{run} has no {model_file}; finish training it with `recon train SCENE --out {run}`"

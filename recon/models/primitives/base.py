@@ -46,6 +46,6 @@ def random_quats(n: int, seed: int) -> Tensor:
     return q / q.norm(dim=-1, keepdim=True)
 
 
-# The capabilities every splat primitive offers: per-primitive parameter rows, and the cpu/reference rasterizers'
-# per-pixel contributor ids.
-SPLAT_CAPABILITIES = frozenset({"primitives", "contributors"})
+# The capabilities every splat primitive offers: per-primitive parameter rows, the cpu/reference rasterizers'
+# per-pixel contributor ids, and a rendered normal map.
+SPLAT_CAPABILITIES = frozenset({"primitives", "contributors", "normals"})
