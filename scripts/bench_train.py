@@ -1,8 +1,10 @@
 """Benchmark `recon train` on the lund photos (processed at a long side of about 480 px) under a time budget.
 
-    python scripts/bench_train.py [--time-budget 600] [--config configs/fast.yaml]
+    python scripts/bench_train.py [--time-budget 600] [--config configs/fast.yaml] [--primitive convex]
 
-Prints one JSON line: held-out PSNR/SSIM, steps per second, Gaussian count, peak RSS.
+``--primitive`` trains that primitive: convex takes configs/convex.yaml unless ``--config`` is given, the others
+set model.primitive on top of the config. Prints one JSON line: held-out PSNR/SSIM, steps per second, primitive
+count, parameter bytes (float32, what quality per byte is measured against), peak RSS.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ from _bench import REPO, SHARED_DATA, machine, peak_rss_mb
 from rich.console import Console
 
 from recon.data.sfm import ProcessConfig, process_photos
+from recon.models.registry import PRIMITIVES
 from recon.train.config import Config
 from recon.train.overrides import build_config
+from recon.train.runs import load_run_model
 from recon.train.trainer import train
+
+PRESETS = {"convex": REPO / "configs" / "convex.yaml"}  # primitives with a preset of their own
 
 
 def main() -> None:
@@ -31,9 +37,14 @@ def main() -> None:
     parser.add_argument("--photos", default=str(SHARED_DATA / "lund" / "images"))
     parser.add_argument("--scene", help="an already processed scene (skips recon process)")
     parser.add_argument("--time-budget", type=float, default=600.0)
-    parser.add_argument("--config", default=str(REPO / "configs" / "fast.yaml"))
+    parser.add_argument("--config", help="preset (default: configs/fast.yaml, or the primitive's own preset)")
+    parser.add_argument("--primitive", choices=PRIMITIVES, default=None)
     parser.add_argument("--set", dest="sets", action="append", default=[])
     args = parser.parse_args()
+    if args.config is None:
+        args.config = str(PRESETS.get(args.primitive, REPO / "configs" / "fast.yaml"))
+    if args.primitive is not None:
+        args.sets.insert(0, f"model.primitive={args.primitive}")
     conditions = machine()
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,16 +55,20 @@ def main() -> None:
             Config, preset=args.config, sets=[f"train.time_budget={args.time_budget}", *args.sets]
         )
         result = train(scene, Path(tmp) / "run", cfg, console=console)
+        model, _, _ = load_run_model(Path(tmp) / "run")
+        param_bytes = 4 * sum(int(p.numel()) for p in model.params.values())
     print(
         json.dumps(
             {
                 "bench": "train",
                 "scene": "lund" if not args.scene else args.scene,
                 "config": Path(args.config).name,
+                "primitive": model.primitive,
                 "time_budget_s": args.time_budget,
                 "steps": result.steps,
                 "steps_per_second": round(result.steps / result.seconds, 3),
                 "num_gaussians": result.num_primitives,
+                "param_bytes": param_bytes,
                 "psnr_test": result.metrics.get("psnr"),
                 "ssim_test": result.metrics.get("ssim"),
                 "n_test": result.metrics.get("n_images"),

@@ -70,7 +70,8 @@ def _load_folder(path: Path) -> ViewTarget:
     from recon.train.runs import load_run_model
 
     folder = RunFolder(path)
-    if folder.model_path(model_file_name(folder.setting("model", "kind", "splats"))).is_file() or (
+    model_file = model_file_name(folder.setting("model", "kind", "splats"), folder.setting("model", "primitive"))
+    if folder.model_path(model_file).is_file() or (
         folder.latest_checkpoint() is not None
     ):
         try:
@@ -130,7 +131,8 @@ def _load_ply(path: Path) -> ViewTarget:
     props = set(names["vertex"].data.dtype.names)
     if "face" in names and len(names["face"].data) > 0:
         return ViewTarget(path, "mesh", mesh=_load_mesh(path))
-    if {"f_dc_0", "opacity", "scale_0", "rot_0"} <= props:
+    shaped = {"scale_0", "rot_0"} <= props or {"delta", "sigma", "p0_x"} <= props  # Gaussians or convexes
+    if {"f_dc_0", "opacity"} <= props and shaped:
         return ViewTarget(path, "splats", model=load_model_file(path, "splats"))
     if not {"x", "y", "z"} <= props:
         raise ReconError(
