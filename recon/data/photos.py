@@ -90,24 +90,62 @@ def scan_photos(folder: Path, min_count: int = 3) -> list[Photo]:
     return photos
 
 
-def prepare_photo(photo: Photo, dst: Path, max_long_side: int) -> Photo:
+def decode_photo(path: Path) -> Image.Image | None:
+    """The photo's pixels, upright and fully decoded; None when they cannot be decoded (a truncated or damaged
+    file whose header still reads, which ``read_photo_info`` lets through: it does not decode the pixels)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        return None
+
+
+def prepare_photo(photo: Photo, dst: Path, max_long_side: int) -> Photo | None:
     """Write ``photo`` to ``dst`` upright and no larger than ``max_long_side`` pixels; scale the focal prior to match.
+    None when its pixels cannot be decoded.
 
     Resizing before SIFT keeps extraction and matching fast on a laptop and bounds memory in training later.
     """
-    with Image.open(photo.path) as img:
-        img = ImageOps.exif_transpose(img)
-        img = img.convert("RGB") if img.mode not in ("RGB", "L") else img
-        w, h = img.size
-        scale = 1.0
-        if max_long_side > 0 and max(w, h) > max_long_side:
-            scale = max_long_side / max(w, h)
-            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.suffix.lower() in (".jpg", ".jpeg"):
-            img.save(dst, quality=95)
-        else:
-            img.save(dst)
-        nw, nh = img.size
+    img = decode_photo(photo.path)
+    if img is None:
+        return None
+    img = img.convert("RGB") if img.mode not in ("RGB", "L") else img
+    w, h = img.size
+    scale = 1.0
+    if max_long_side > 0 and max(w, h) > max_long_side:
+        scale = max_long_side / max(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.suffix.lower() in (".jpg", ".jpeg"):
+        img.save(dst, quality=95)
+    else:
+        img.save(dst)
+    nw, nh = img.size
     focal = None if photo.focal_px is None else photo.focal_px * nw / w
     return Photo(path=dst, width=nw, height=nh, focal_px=focal)
+
+
+def prepare_photos(
+    photos: list[Photo], folder: Path, max_long_side: int, advance=None, min_count: int = 3
+) -> list[Photo]:
+    """``prepare_photo`` for each photo into ``folder``. Photos whose pixels cannot be decoded are skipped with
+    one warning naming them, as unreadable files are by ``scan_photos``; ``advance()`` is called per photo."""
+    prepared, broken = [], []
+    for p in photos:
+        done = prepare_photo(p, folder / p.path.name, max_long_side)
+        (prepared if done is not None else broken).append(done or p)
+        if advance is not None:
+            advance()
+    if broken:
+        names = ", ".join(b.path.name for b in broken[:5]) + (", ..." if len(broken) > 5 else "")
+        log.warning(
+            "skipped %d of %d photos whose pixels cannot be decoded (truncated or damaged files): %s",
+            len(broken), len(photos), names,
+        )  # fmt: skip
+    if len(prepared) < min_count:
+        raise ReconError(
+            f"only {len(prepared)} decodable image(s) of {len(photos)}; structure from motion needs at least "
+            f"{min_count} overlapping photos of the scene (replace the damaged files)"
+        )
+    return prepared

@@ -54,12 +54,26 @@ def read_points_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     names = v.dtype.names or ()
     if not all(k in names for k in "xyz"):
         raise ReconError(f"point cloud {path} has no x y z vertex properties")
-    xyz = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32)
+    try:
+        xyz = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)
+    except (TypeError, ValueError):  # list properties, or values that are not numbers
+        raise ReconError(
+            f"point cloud {path}: x y z are not plain numbers; write float x y z vertices"
+        ) from None
+    bad = ~(np.isfinite(xyz).all(axis=1) & (np.abs(xyz) < 1e30).all(axis=1))
+    if bad.any():
+        raise ReconError(
+            f"point cloud {path}: {int(bad.sum())} of {len(xyz)} points have NaN, Infinity or huge coordinates "
+            f"(first: vertex {int(np.flatnonzero(bad)[0])}); remove them or regenerate the file"
+        )
+    xyz = xyz.astype(np.float32)
     if all(k in names for k in ("red", "green", "blue")):
         rgb = np.stack([v["red"], v["green"], v["blue"]], axis=1)
+        if rgb.dtype.kind not in "fiub":
+            raise ReconError(f"point cloud {path}: red green blue are not plain numbers; write uchar colours")
         if rgb.dtype.kind == "f":
-            rgb = np.round(np.clip(rgb, 0.0, 1.0) * 255.0)
-        rgb = rgb.astype(np.uint8)
+            rgb = np.round(np.clip(np.nan_to_num(rgb), 0.0, 1.0) * 255.0)
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
     else:
         rgb = np.full((len(xyz), 3), 128, dtype=np.uint8)
     return xyz, rgb

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 
 from .atomic import atomic_path, atomic_write_text
 from .errors import ReconError
+from .folder_lock import FolderLock
 
 CKPT_RE = re.compile(r"step_(\d+)\.pt$")
 UNREADABLE_SUFFIX = ".unreadable"  # an unreadable checkpoint set aside by a resumed run
@@ -166,107 +166,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-class RunLock:
-    """One writer per run folder: ``RUN/.lock`` holds the writer's PID while it runs.
-
-    Exclusion is an ``flock`` on that file, which the kernel drops when the holder dies however it dies (SIGKILL,
-    a crash): a stale file never blocks, a reused PID never blocks, and two writers never both win. The PID in
-    the file names the holder in the refusal and the take-over message. Where the file system has no flock
-    (some network mounts), a file naming a live PID refuses instead.
-    """
+class RunLock(FolderLock):
+    """One writer per run folder: ``RUN/.lock`` holds the PID of the ``recon train`` writing it (``FolderLock``)."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.path = self.folder / RunFolder.LOCK
-        self._fd: int | None = None
-
-    def _in_use(self, pid: int | None) -> ReconError:
-        return ReconError(
-            f"run folder {self.folder} is in use by another recon process (PID {pid or 'unknown'}); wait for it "
-            "to finish, stop it, or choose another --out"
-        )
-
-    def _open_locked(self) -> tuple[int, bool]:
-        """The lock file's descriptor, flocked (True) or on a file system without flock (False)."""
-        import errno
-        import fcntl
-
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_pid(fd)
-                os.close(fd)
-                raise self._in_use(holder) from None
-            except OSError as e:
-                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    return fd, False
-                os.close(fd)
-                raise
-            try:  # the holder before us may have removed the file after we opened it: lock the new one
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    return fd, True
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-
-    def acquire(self) -> RunLock:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, flocked = self._open_locked()
-        except OSError as e:
-            raise ReconError(
-                f"cannot write the run folder {self.folder}: {e.strerror}; choose another --out"
-            ) from None
-        previous = _read_pid(fd)
-        if previous is not None and previous != os.getpid():
-            if not flocked and _pid_alive(previous):
-                os.close(fd)
-                raise self._in_use(previous)
-            log.warning(
-                f"{self.folder} was locked by PID {previous}, which has stopped; taking the lock over"
-            )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        """Remove the lock file and drop the lock (idempotent)."""
-        if self._fd is None:
-            return
-        try:
-            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
-                self.path.unlink()
-        except OSError:
-            pass
-        os.close(self._fd)  # closing drops the flock
-        self._fd = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-        return int(text) if text else None
-    except (OSError, ValueError):
-        return None
+        super().__init__(folder, Path(folder) / RunFolder.LOCK, "run folder")
 
 
 def error_line(e: BaseException, limit: int = 160) -> str:

@@ -29,11 +29,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from .atomic import cannot_write
 from .errors import ReconError
+from .folder_lock import FolderLock
 from .formats.colmap import read_colmap
 from .formats.nerfstudio import write_transforms
 from .native import pycolmap
-from .photos import Photo, prepare_photo, scan_photos
+from .photos import Photo, prepare_photos, scan_photos
 from .ply import write_points_ply
 
 log = logging.getLogger("recon")
@@ -206,12 +208,41 @@ def process_photos(
     photos_dir, out = Path(photos_dir), Path(out)
     _check_options(cfg)
     photos = scan_photos(photos_dir)
-    _check_output(out, overwrite)
     if out.resolve() == photos_dir.resolve() or photos_dir.resolve() in out.resolve().parents:
         raise ReconError(f"--out {out} is inside the photo folder {photos_dir}; choose a folder outside it")
+    with scene_lock(out):  # one writer per scene folder, until it is in place
+        _check_output(out, overwrite)
+        _remove_stale_work(out)
+        return _process_locked(photos_dir, photos, out, cfg, console)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+def scene_lock(out: Path) -> FolderLock:
+    """The lock of scene folder ``out``: a file beside it, ``.NAME.lock``, since ``out`` is replaced by a rename."""
+    full = out.resolve()
+    return FolderLock(out, full.parent / f".{full.name}.lock", "scene folder")
+
+
+def _work_prefix(out: Path) -> str:
+    return f".{out.resolve().name}.tmp-"
+
+
+def _remove_stale_work(out: Path) -> None:
+    """Delete the work folders of earlier runs into ``out`` that were killed (we hold the lock: none is live)."""
+    parent = out.resolve().parent
+    stale = [p for p in parent.glob(_work_prefix(out) + "*") if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    if stale:
+        log.info("removed %d unfinished scene folder(s) of an earlier run killed while writing", len(stale))
+
+
+def _process_locked(
+    photos_dir: Path, photos: list[Photo], out: Path, cfg: ProcessConfig, console: Console
+) -> ProcessReport:
+    try:
+        work = Path(tempfile.mkdtemp(prefix=_work_prefix(out), dir=out.resolve().parent))
+    except OSError as e:
+        raise cannot_write(out, e) from None
     seconds: dict[str, float] = {}
     try:
         images = work / "images"
@@ -219,10 +250,8 @@ def process_photos(
         with _progress(console) as progress:
             with _stage(seconds, "prepare"):
                 task = progress.add_task("prepare", total=len(photos))
-                prepared = []
-                for p in photos:
-                    prepared.append(prepare_photo(p, images / p.path.name, cfg.max_image_size))
-                    progress.advance(task)
+                prepared = prepare_photos(photos, images, cfg.max_image_size, lambda: progress.advance(task))
+                photos = prepared
             with _stage(seconds, "extract"):
                 task = progress.add_task("extract", total=len(photos))
                 reader, mode = _reader_options(cfg, prepared)

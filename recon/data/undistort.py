@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from recon.data.cameras import Cameras
+from recon.data.validate import check_cameras
 
 
 def distort_normalized(x: np.ndarray, y: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,12 +107,19 @@ def undistort_cameras(cameras: Cameras) -> Cameras:
     """The pinhole cameras of the undistorted images (``dist`` None); unchanged when nothing is distorted."""
     if cameras.dist is None:
         return cameras
-    ks = np.stack(
-        [
-            undistorted_K(cameras.Ks[i], cameras.dist[i], cameras.widths[i], cameras.heights[i])
-            for i in range(len(cameras))
-        ]
+    ks = []
+    for i in range(len(cameras)):
+        try:
+            ks.append(undistorted_K(cameras.Ks[i], cameras.dist[i], cameras.widths[i], cameras.heights[i]))
+        except cv2.error:
+            ks.append(np.full((3, 3), np.nan))  # refused below, naming the camera
+    out = Cameras(
+        cameras.viewmats.copy(),
+        np.stack(ks),
+        cameras.widths.copy(),
+        cameras.heights.copy(),
+        None,
+        list(cameras.names),
     )
-    return Cameras(
-        cameras.viewmats.copy(), ks, cameras.widths.copy(), cameras.heights.copy(), None, list(cameras.names)
-    )
+    fix = "its distortion k1 k2 p1 p2 cannot be undone; check those values or undistort the images first"
+    return check_cameras(out, "undistorted cameras", fix)

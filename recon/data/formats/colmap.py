@@ -1,4 +1,4 @@
-"""COLMAP sparse models (binary or text) through pycolmap.
+"""COLMAP sparse models (binary or text): read by ``colmap_files``, written through pycolmap.
 
 COLMAP already uses OpenCV axes, world-to-camera poses (``cam_from_world``) and pixel centres at +0.5, so
 poses and intrinsics pass through unchanged; only the camera models are mapped to a pinhole K plus
@@ -18,6 +18,9 @@ from recon.data.atomic import atomic_path
 from recon.data.cameras import Cameras, intrinsics_matrix
 from recon.data.errors import ReconError
 from recon.data.native import pycolmap
+from recon.data.validate import check_cameras
+
+from .colmap_files import FIX, read_model_files
 
 MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")
 
@@ -50,46 +53,38 @@ def _intrinsics(model: str, params: np.ndarray, where: str) -> tuple[np.ndarray,
 def read_colmap(sparse_dir: str | os.PathLike) -> tuple[Cameras, list[str], np.ndarray, np.ndarray]:
     """(cameras sorted by image name, image names, points xyz [P,3] float32, points rgb [P,3] uint8).
 
-    Only images with a pose are returned. ``dist`` is None when every camera is a pinhole.
+    Only images with a pose are returned (COLMAP writes only those). ``dist`` is None when every camera is a
+    pinhole. The files are parsed and checked by ``colmap_files``; the cameras by ``recon.data.validate``.
     """
     sparse_dir = Path(sparse_dir)
-    try:
-        rec = pycolmap.Reconstruction(str(sparse_dir))
-    except Exception as e:  # pycolmap raises ValueError/RuntimeError with its own text
-        raise ReconError(
-            f"cannot read a COLMAP model in {sparse_dir} ({str(e).strip()}); "
-            "expected cameras, images and points3D as .bin or .txt"
-        ) from e
-    images = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
+    model = read_model_files(sparse_dir)
+    images = sorted(model.images, key=lambda im: im.name)
     if not images:
         raise ReconError(
             f"the COLMAP model in {sparse_dir} has no registered images; re-run SfM on more photos"
         )
-    cams = {cid: _intrinsics(c.model.name, c.params, str(sparse_dir)) for cid, c in rec.cameras.items()}
+    cams = {
+        cid: _intrinsics(c.model, c.params, str(sparse_dir))
+        for cid, c in model.cameras.items()
+        if any(im.camera_id == cid for im in images)
+    }
     viewmats, ks, dists, widths, heights = [], [], [], [], []
     for im in images:
-        vm = np.eye(4)
-        vm[:3, :4] = im.cam_from_world().matrix()
-        cam = rec.cameras[im.camera_id]
+        cam = model.cameras[im.camera_id]
         k, d = cams[im.camera_id]
-        viewmats.append(vm)
+        viewmats.append(im.viewmat())
         ks.append(k)
         dists.append(d)
         widths.append(cam.width)
         heights.append(cam.height)
     dist = np.stack(dists)
+    names = [im.name for im in images]
     cameras = Cameras(
-        np.stack(viewmats),
-        np.stack(ks),
-        widths,
-        heights,
-        dist if np.any(dist) else None,
-        [im.name for im in images],
+        np.stack(viewmats), np.stack(ks), widths, heights, dist if np.any(dist) else None, names
     )
-    pids = sorted(rec.points3D.keys())
-    xyz = np.array([rec.points3D[i].xyz for i in pids], dtype=np.float32).reshape(-1, 3)
-    rgb = np.array([rec.points3D[i].color for i in pids], dtype=np.uint8).reshape(-1, 3)
-    return cameras, [im.name for im in images], xyz, rgb
+    labels = [f"image {im.id} ({im.name}, camera {im.camera_id})" for im in images]
+    check_cameras(cameras, sparse_dir, FIX, labels)
+    return cameras, names, model.xyz.astype(np.float32), model.rgb
 
 
 def _camera_params(cameras: Cameras, i: int) -> tuple[str, tuple[float, ...]]:
