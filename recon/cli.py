@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from recon.data.errors import ReconError
+from recon.data.errors import ReconError, os_error_line
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -414,6 +414,11 @@ def _run(args: argparse.Namespace) -> int:
         return int(args.func(args) or 0)
     except ReconError as err:
         print(f"recon: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # on a path the user gave (a folder in the way, no permission, a full disk)
+        if err.filename is None:
+            raise
+        print(f"recon: error: {os_error_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:
         from recon.train.trainer import TrainingFailed
