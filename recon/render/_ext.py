@@ -25,7 +25,15 @@ from torch.utils import cpp_extension
 __all__ = ["load_ext", "CSRC"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-_SOURCES = ("ext.cpp", "project.cpp", "project_surfels.cpp", "sh.cpp", "binning.cpp", "rasterize.cpp")
+_SOURCES = (
+    "ext.cpp",
+    "project.cpp",
+    "project_surfels.cpp",
+    "project_convexes.cpp",
+    "sh.cpp",
+    "binning.cpp",
+    "rasterize.cpp",
+)
 _CFLAGS = ["-O3", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
 NOTICE = "recon: compiling CPU rasterizer kernels (first use, ~30 s)..."

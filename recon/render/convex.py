@@ -224,7 +224,8 @@ def convex_kernel(payload: Tensor, px: Tensor, py: Tensor) -> Tensor:
     # invalid lines enter exp with a zero argument, so their (discarded) branch has finite gradients
     shifted = torch.where(valid, d - m, torch.zeros_like(d))
     terms = torch.where(valid, torch.exp(a[..., None] * shifted), torch.zeros_like(d))
-    phi = a * m[..., 0] + torch.log(terms.sum(-1).clamp_min(1e-300))
+    # the clamp only matters for padding entries (no valid line, sum 0); 1e-30 is a normal float32, 1e-300 is 0
+    phi = a * m[..., 0] + torch.log(terms.sum(-1).clamp_min(1e-30))
     return torch.sigmoid(-s * phi)
 
 

@@ -2,7 +2,9 @@
 
 Each maps means, quats, scales to (means2d, payload, depths, camera-space normals, radii) for C cameras; the
 payload is what the primitive's C++ kernel reads ([C,N,3] conic for 3D Gaussians, [C,N,6] (K a_u, K a_v) for
-surfels). ``settings`` is ``RasterSettings.projection_tuple()`` = (width, height, eps2d, near, far, radius_clip).
+surfels, [C,N,29] hull lines and kernel constants for convexes, whose "means, quats, scales" are points [N,K,3],
+δ [N] and σ [N]). ``settings`` is ``RasterSettings.projection_tuple()`` = (width, height, eps2d, near, far,
+radius_clip).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._ext import load_ext
+from .convex import RADIUS_CULL, REACH
 
-__all__ = ["ProjectGaussians", "ProjectSurfels", "grad_or_empty"]
+__all__ = ["ProjectGaussians", "ProjectSurfels", "ProjectConvexes", "grad_or_empty"]
 
 
 def empty_like_dtype(like: Tensor) -> Tensor:
@@ -77,3 +80,16 @@ class ProjectSurfels(_CppProjection):
     def cpp_settings(settings: tuple) -> tuple:
         width, height, _eps2d, near, far, radius_clip = settings
         return (width, height, near, far, radius_clip)
+
+
+class ProjectConvexes(_CppProjection):
+    """Projection of smooth convexes (the C++ twin of ``convex.project_convexes``): takes points [N,K,3], δ [N],
+    σ [N] in place of means, quats, scales; payload [C,N,29] (convex.py step 5); no normals (``want_normals`` must
+    be False). The twin's constants travel with the settings, so convex.py stays their single source."""
+
+    forward_op, backward_op = "project_convexes_forward", "project_convexes_backward"
+
+    @staticmethod
+    def cpp_settings(settings: tuple) -> tuple:
+        width, height, _eps2d, near, far, radius_clip = settings
+        return (width, height, near, far, radius_clip, REACH, RADIUS_CULL)

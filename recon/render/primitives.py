@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .convex import PAYLOAD_SIZE as CONVEX_PAYLOAD
 from .convex import convex_alpha, project_convexes
-from .cpu_projection import ProjectGaussians, ProjectSurfels
+from .cpu_projection import ProjectConvexes, ProjectGaussians, ProjectSurfels
 from .projection import Footprint, gaussian_alpha, project_gaussians
 from .settings import Splats
 from .surfels import project_surfels, surfel_alpha
@@ -96,6 +96,10 @@ def _convex_reference(points, delta, sigma, viewmats, Ks, settings, want_normals
     return project_convexes(points, delta, sigma, viewmats, Ks, settings, want_normals)
 
 
+def _convexes_cpu(points, delta, sigma, viewmats, Ks, settings, want_normals):
+    return ProjectConvexes.apply(points, delta, sigma, viewmats, Ks, settings, want_normals)
+
+
 def _gaussians_cpu(means, quats, scales, viewmats, Ks, settings, want_normals):
     return ProjectGaussians.apply(means, quats, scales, viewmats, Ks, settings, want_normals)
 
@@ -141,10 +145,10 @@ PRIMITIVE_TABLE: dict[str, RasterPrimitive] = {
             name="convex",
             kernel_id=2,
             payload_size=CONVEX_PAYLOAD,
-            project_cpu=None,  # type: ignore[arg-type]
+            project_cpu=_convexes_cpu,
             project_reference=_convex_reference,
             alpha_reference=convex_alpha,
-            backends=("reference",),
+            backends=("cpu", "reference"),
             backend_note="gsplat has no convex kernel",
             geometry=_convex_geometry,
             normals=False,

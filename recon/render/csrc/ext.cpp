@@ -9,6 +9,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("project_backward", &recon::project_backward);
   m.def("project_surfels_forward", &recon::project_surfels_forward);
   m.def("project_surfels_backward", &recon::project_surfels_backward);
+  m.def("project_convexes_forward", &recon::project_convexes_forward);
+  m.def("project_convexes_backward", &recon::project_convexes_backward);
   m.def("sh_forward", &recon::sh_forward);
   m.def("sh_backward", &recon::sh_backward);
   m.def("bin_primitives", &recon::bin_primitives);

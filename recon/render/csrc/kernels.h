@@ -15,7 +15,10 @@
 // templated on the policy.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 
 #include "simd.h"
 
@@ -209,6 +212,162 @@ struct SurfelKernel {
     d_mx -= g.z * ghuz;
     d_my -= g.z * ghvz;
     g_z += a.dx * ghuz + a.dy * ghvz;
+  }
+};
+
+// Smooth convex (3DCS), semantics in recon/render/convex.py. Payload: up to kEdges hull lines (n.x, n.y, b) in the
+// order of their normals' angle (zeros past the count), then a = z delta, s = z sigma, the edge count and the half
+// extents (ext_x, ext_y) of the region the kernel can reach at opacity 1. With d_k(p) = n_k . p + b_k (negative
+// inside), phi = LSE_k(a d_k) = a m + log sum_k exp(a (d_k - m)), m = max_k d_k, and the kernel is
+// C = sigmoid(-s phi). The centre (mx, my) only places the footprint: it takes no gradient from the kernel.
+template <typename T>
+struct ConvexKernel {
+  using S = Simd<T>;
+  using V = typename S::V;
+  using M = typename S::M;
+
+  static constexpr int kId = 2;     // recon/render/primitives.py
+  static constexpr int kEdges = 8;  // convex.py EDGES_MAX
+  static constexpr int kA = 3 * kEdges, kS = kA + 1, kCount = kA + 2, kExtX = kA + 3, kExtY = kA + 4;
+  static constexpr int kPayload = kA + 5;
+  static constexpr bool kPixelDepth = false;
+  // In float, a term exp(a (d_k - m)) below exp(-20) changes no bit of a sum that is >= 1 (the max term is 1),
+  // so a line whose terms are all below it on a vector of pixels is skipped. The float64 path sums every term.
+  static constexpr T kNegligible = std::is_same_v<T, float> ? T(-20) : -std::numeric_limits<T>::infinity();
+
+  struct Prim {
+    T nx[kEdges], ny[kEdges], b[kEdges];
+    T a, s, z;
+    int count;
+  };
+
+  static RECON_INLINE bool prepare(T mx, T my, T z, const T* q, T kmin, Prim& g, T& ext_x, T& ext_y) {
+    if (!(kmin < T(1)) || !(q[kCount] >= T(3) && q[kCount] <= T(kEdges))) return false;
+    g.count = int(q[kCount]);
+    for (int k = 0; k < g.count; ++k) {
+      g.nx[k] = q[3 * k];
+      g.ny[k] = q[3 * k + 1];
+      g.b[k] = q[3 * k + 2];
+    }
+    g.a = q[kA];
+    g.s = q[kS];
+    g.z = z;
+    ext_x = q[kExtX];
+    ext_y = q[kExtY];
+    tighten(g, mx, my, kmin, ext_x, ext_y);
+    ext_x += T(1e-3) + T(1e-4) * ext_x;  // the stored and the tightened box are exact bounds: a margin for rounding
+    ext_y += T(1e-3) + T(1e-4) * ext_y;
+    return std::isfinite(ext_x) && std::isfinite(ext_y);
+  }
+
+  // The stored extents hold at opacity 1. With opacity o the kernel must reach kmin = alpha_min / o, so
+  // s phi <= log(1/kmin - 1) and every visited pixel lies in the hull moved out by tau = log(1/kmin - 1) / (a s):
+  // the same corner construction as convex.py's _reach with a smaller tau (a fraction of the area at opacity 0.1).
+  // Only for tau > 0: moved inwards, edges can vanish and consecutive corners no longer bound the polygon.
+  static RECON_INLINE void tighten(const Prim& g, T mx, T my, T kmin, T& ext_x, T& ext_y) {
+    const T reach = std::log(T(1) / kmin - T(1));
+    const T as = g.a * g.s;
+    if (!(reach > T(0)) || !(as > T(0))) return;
+    const T tau = reach / as;
+    T ex = T(0), ey = T(0);
+    for (int k = 0; k < g.count; ++k) {
+      const int j = k + 1 < g.count ? k + 1 : 0;
+      const T det = g.nx[k] * g.ny[j] - g.ny[k] * g.nx[j];
+      if (!(det != T(0))) return;
+      const T r1 = tau - g.b[k], r2 = tau - g.b[j], inv = T(1) / det;
+      ex = std::max(ex, std::abs((r1 * g.ny[j] - g.ny[k] * r2) * inv - mx));
+      ey = std::max(ey, std::abs((g.nx[k] * r2 - r1 * g.nx[j]) * inv - my));
+    }
+    if (std::isfinite(ex) && std::isfinite(ey)) {
+      ext_x = std::min(ext_x, ex);
+      ext_y = std::min(ext_y, ey);
+    }
+  }
+
+  // The line values d_k and their max at W pixels; N = the edge count, a constant so the loops unroll.
+  template <int N>
+  static RECON_INLINE V lines(const Prim& g, V px, V py, V* d) {
+    V m = d[0] = g.nx[0] * px + g.ny[0] * py + g.b[0];
+    for (int k = 1; k < N; ++k) {
+      d[k] = g.nx[k] * px + g.ny[k] * py + g.b[k];
+      m = S::vmax(m, d[k]);
+    }
+    return m;
+  }
+
+  // phi at W pixels from the line values; t[k] = exp(a (d_k - m)) (0 where skipped), sum = their sum.
+  template <int N>
+  static RECON_INLINE V lse(const Prim& g, const V* d, V m, V* t, V& sum) {
+    sum = S::splat(T(0));
+    for (int k = 0; k < N; ++k) {
+      const V x = g.a * (d[k] - m);
+      if (S::any(x > kNegligible)) {
+        t[k] = S::exp(x);
+        sum += t[k];
+      } else {
+        t[k] = S::splat(T(0));
+      }
+    }
+    return g.a * m + S::log(sum);
+  }
+
+  template <int N>
+  static RECON_INLINE V eval_n(const Prim& g, V px, V py) {
+    V d[N], t[N], sum;
+    const V phi = lse<N>(g, d, lines<N>(g, px, py, d), t, sum);
+    return T(1) / (T(1) + S::exp(g.s * phi));  // sigmoid(-s phi); exp saturates, so C stays in [0, 1]
+  }
+
+  static RECON_INLINE V eval(const Prim& g, V px, V py, M& ok, V& zp) {
+    ok = S::splati(-1);  // the compositor's alpha >= alpha_min test is the only cut
+    zp = S::splat(g.z);
+    switch (g.count) {
+      case 3: return eval_n<3>(g, px, py);
+      case 4: return eval_n<4>(g, px, py);
+      case 5: return eval_n<5>(g, px, py);
+      case 6: return eval_n<6>(g, px, py);
+      case 7: return eval_n<7>(g, px, py);
+      default: return eval_n<8>(g, px, py);
+    }
+  }
+
+  // With x = s phi and C = sigmoid(-x): dC/dx = -C (1 - C) (as torch's sigmoid backward, from the output);
+  // dphi/dd_k = a w_k and dphi/da = sum_k w_k d_k with the softmax weights w_k = t_k / sum.
+  template <int N>
+  static RECON_INLINE void backward_n(const Prim& g, V px, V py, V gC, V C, V* gp) {
+    V d[N], t[N], sum;
+    const V m = lines<N>(g, px, py, d);
+    const V phi = lse<N>(g, d, m, t, sum);
+    const V gx = -gC * C * (T(1) - C);
+    gp[kS] += gx * phi;
+    const V gphi = gx * g.s;
+    const V gw = gphi * g.a / sum;
+    V wd = S::splat(T(0));
+    for (int k = 0; k < N; ++k) {
+      const V gd = gw * t[k];
+      wd += t[k] * (d[k] - m);
+      gp[3 * k] += gd * px;
+      gp[3 * k + 1] += gd * py;
+      gp[3 * k + 2] += gd;
+    }
+    gp[kA] += gphi * (m + wd / sum);
+  }
+
+  static RECON_INLINE void backward(const Prim& g, V px, V py, M m, V k, V dL_dk, V dL_dzp, V& d_mx, V& d_my,
+                                    V* gp, V& g_z) {
+    const V zero = S::splat(T(0));
+    const V gC = S::select(m, dL_dk, zero);
+    d_mx = zero;
+    d_my = zero;
+    g_z += S::select(m, dL_dzp, zero);
+    switch (g.count) {
+      case 3: backward_n<3>(g, px, py, gC, k, gp); break;
+      case 4: backward_n<4>(g, px, py, gC, k, gp); break;
+      case 5: backward_n<5>(g, px, py, gC, k, gp); break;
+      case 6: backward_n<6>(g, px, py, gC, k, gp); break;
+      case 7: backward_n<7>(g, px, py, gC, k, gp); break;
+      default: backward_n<8>(g, px, py, gC, k, gp); break;
+    }
   }
 };
 

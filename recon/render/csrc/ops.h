@@ -33,6 +33,20 @@ std::vector<at::Tensor> project_surfels_backward(const at::Tensor& means, const 
                                                  const at::Tensor& g_means2d, const at::Tensor& g_payload,
                                                  const at::Tensor& g_depths, const at::Tensor& g_normals);
 
+std::vector<at::Tensor> project_convexes_forward(const at::Tensor& points, const at::Tensor& delta,
+                                                 const at::Tensor& sigma, const at::Tensor& viewmats,
+                                                 const at::Tensor& Ks, int64_t width, int64_t height,
+                                                 double near_plane, double far_plane, double radius_clip,
+                                                 double reach, double radius_cull, bool want_normals);
+
+std::vector<at::Tensor> project_convexes_backward(const at::Tensor& points, const at::Tensor& delta,
+                                                  const at::Tensor& sigma, const at::Tensor& viewmats,
+                                                  const at::Tensor& Ks, int64_t width, int64_t height,
+                                                  double near_plane, double far_plane, double radius_clip,
+                                                  double reach, double radius_cull, const at::Tensor& g_means2d,
+                                                  const at::Tensor& g_payload, const at::Tensor& g_depths,
+                                                  const at::Tensor& g_normals);
+
 at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor& coeffs,
                          const at::Tensor& viewmats);
 

@@ -605,6 +605,7 @@ void dispatch_kernel(int64_t kernel_id, int P, int F, Fn&& fn) {
   switch (kernel_id) {
     case GaussianKernel<T>::kId: with_kernel(std::type_identity<GaussianKernel<T>>{}); break;
     case SurfelKernel<T>::kId: with_kernel(std::type_identity<SurfelKernel<T>>{}); break;
+    case ConvexKernel<T>::kId: with_kernel(std::type_identity<ConvexKernel<T>>{}); break;
     default: TORCH_CHECK(false, "rasterize: no primitive kernel has id ", kernel_id);
   }
 }

@@ -80,6 +80,7 @@ struct Simd {
     return s;
   }
   static RECON_INLINE V exp(V x);
+  static RECON_INLINE V log(V x);
 };
 
 // exp for float lanes: Cody-Waite range reduction and the Cephes degree-6 polynomial (about 1 ulp), inputs
@@ -109,6 +110,50 @@ template <>
 RECON_INLINE Simd<double>::V Simd<double>::exp(V x) {
   V y;
   for (int i = 0; i < W; ++i) y[i] = std::exp(x[i]);
+  return y;
+}
+
+// log for float lanes: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log(m) from the Cephes degree-9 polynomial in
+// m - 1, and e log(2) added in two parts (Cody-Waite) so the sum keeps its low bits; about 1 ulp. Zero gives -inf,
+// negatives and NaN give NaN, +inf gives +inf; subnormal inputs are flushed to the smallest normal (the kernels only
+// take logs of sums >= 1).
+template <>
+RECON_INLINE Simd<float>::V Simd<float>::log(V x) {
+  const V xs = vmax(x, splat(1.17549435e-38f));
+  M bits;
+  std::memcpy(&bits, &xs, sizeof(V));
+  // exponent of x / 2 and the mantissa in [0.5, 1)
+  V e = __builtin_convertvector((bits >> 23) - 126, V);
+  const M mbits = (bits & 0x007fffff) | 0x3f000000;
+  V m;
+  std::memcpy(&m, &mbits, sizeof(V));
+  const M small = m < 0.707106781186547524f;  // fold [0.5, sqrt(1/2)) into [1, sqrt(2)): one more halving
+  e = select(small, e - 1.0f, e);
+  m = select(small, m + m, m) - 1.0f;
+  const V z = m * m;
+  V p = splat(7.0376836292e-2f);
+  p = p * m - 1.1514610310e-1f;
+  p = p * m + 1.1676998740e-1f;
+  p = p * m - 1.2420140846e-1f;
+  p = p * m + 1.4249322787e-1f;
+  p = p * m - 1.6668057665e-1f;
+  p = p * m + 2.0000714765e-1f;
+  p = p * m - 2.4999993993e-1f;
+  p = p * m + 3.3333331174e-1f;
+  V y = p * m * z;
+  y = y + e * -2.12194440e-4f;
+  y = y - 0.5f * z;
+  V r = m + y + e * 0.693359375f;
+  r = select(x == 0.0f, splat(-__builtin_inff()), r);
+  r = select(x == __builtin_inff(), x, r);
+  return select((x < 0.0f) | (x != x), splat(__builtin_nanf("")), r);
+}
+
+// log for double lanes: exact std::log, as exp (the float64 path is for gradcheck and parity tests).
+template <>
+RECON_INLINE Simd<double>::V Simd<double>::log(V x) {
+  V y;
+  for (int i = 0; i < W; ++i) y[i] = std::log(x[i]);
   return y;
 }
 
