@@ -43,6 +43,15 @@ def _config_from_args(cls, args: argparse.Namespace, **values):
     return cls(**{**given, **values})
 
 
+def _check_outputs(*paths: str | None) -> None:
+    """Output files that cannot be written (a folder in the way) are refused before the work, not after it."""
+    from recon.data.atomic import check_output_file
+
+    for path in paths:
+        if path:
+            check_output_file(path)
+
+
 def _add_box(parser, flag: str, help: str) -> None:
     """An axis-aligned box option: six numbers, the low corner then the high one."""
     parser.add_argument(
@@ -237,6 +246,7 @@ def _run_export(args) -> int:
 
     if not (args.splat or args.ply or args.mesh):
         raise ReconError("nothing to export; pass --splat FILE.splat, --ply FILE.ply and/or --mesh FILE.ply")
+    _check_outputs(args.splat, args.ply, args.mesh)
     if args.splat or args.ply:
         for line in export_run(args.run, splat=args.splat, ply=args.ply):
             print(line, file=sys.stderr)
@@ -331,6 +341,7 @@ def _run_align(args) -> int:
     from recon.eval.align import AlignConfig
     from recon.eval.align_io import align_files
 
+    _check_outputs(args.out)
     result = align_files(args.src, args.ref, out=args.out, config=AlignConfig(with_scale=args.scale))
     print(json.dumps(result))
     return 0

@@ -46,6 +46,16 @@ def _check_target(final: Path) -> None:
         raise ReconError(f"{final} is a folder; give a file name (a new one, or a file to replace)")
 
 
+def check_output_file(path: str | os.PathLike) -> None:
+    """Refuse an output file path that cannot be written (a folder in the way, a file where a folder should be)
+    before the work that produces it, not after."""
+    final = Path(path)
+    _check_target(final)
+    blocker = blocking_file(final)
+    if blocker is not None:
+        raise ReconError(f"cannot write {final}: {blocker} is a file, not a folder; choose another path")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error it is removed.
