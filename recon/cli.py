@@ -189,13 +189,68 @@ def _run_train(args) -> int:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="render the test split of a run and write metrics.json")
     p.add_argument("run", help="run folder written by recon train")
+    p.add_argument(
+        "--model",
+        metavar="FILE",
+        help="score this splat file (.ply, .spz, compressed .ply) on the run's test views instead; writes nothing",
+    )
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
+    if args.model:
+        from recon.train.evaluate_file import evaluate_model_file
+
+        print(json.dumps(evaluate_model_file(args.run, args.model)))
+        return 0
     from recon.train.runs import evaluate_run
 
     print(json.dumps(evaluate_run(args.run)))
+    return 0
+
+
+def _add_compress(sub) -> None:
+    from recon.export.compress.options import CompressOptions
+
+    d = CompressOptions()
+    p = sub.add_parser("compress", help="compress a run's splats into a small .spz or compressed .ply")
+    p.add_argument("run", help="run folder written by recon train")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="FILE.spz (Niantic spz) or FILE.ply (SuperSplat)"
+    )
+    p.add_argument("--target-mb", type=float, help="fit the file into this many megabytes (10^6 bytes)")
+    p.add_argument(
+        "--keep",
+        dest="keep_contribution",
+        type=float,
+        default=d.keep_contribution,
+        help="without --target-mb: keep the splats making this share of the views' pixels (default "
+        f"{d.keep_contribution})",
+    )
+    p.add_argument(
+        "--sh-degree", type=int, help="SH degree of the file (default: the run's for .spz, 0 for .ply)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=d.sparsify_steps,
+        help=f"fine-tune steps of each phase, sparsify and recover (default {d.sparsify_steps}; 0 = none)",
+    )
+    p.set_defaults(func=_run_compress)
+
+
+def _run_compress(args) -> int:
+    from recon.export.compress.options import CompressOptions
+    from recon.train.compress import compress_run
+
+    opts = _config_from_args(CompressOptions, args, sparsify_steps=args.steps, recover_steps=args.steps)
+    summary = compress_run(args.run, args.out, opts)
+    print(json.dumps(summary))
+    print(
+        f"wrote {summary['splats_out']:,} splats to {args.out}: {summary['bytes'] / 1e6:.2f} MB, "
+        f"{summary['ratio']}x smaller than the 3DGS PLY",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -373,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
+    _add_compress(sub)
     _add_eval_mesh(sub)
     _add_align(sub)
     _add_view(sub)

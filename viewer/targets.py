@@ -17,12 +17,13 @@ from recon.data.errors import ReconError
 from recon.data.run_folder import RunFolder
 from recon.data.scene import Scene, find_scene, load_scene
 from recon.models import Representation
+from recon.models.compressed_ply import is_compressed_ply
 from recon.models.registry import load_model_file
 
 log = logging.getLogger("recon")
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".stl", ".off")
-WHAT = "a run folder, a scene folder, a splat .ply or a mesh (.ply, .obj, .glb)"
+WHAT = "a run folder, a scene folder, a splat .ply or .spz, or a mesh (.ply, .obj, .glb)"
 
 
 @dataclass
@@ -70,10 +71,10 @@ def _load_folder(path: Path) -> ViewTarget:
     from recon.train.runs import load_run_model
 
     folder = RunFolder(path)
-    model_file = model_file_name(folder.setting("model", "kind", "splats"), folder.setting("model", "primitive"))
-    if folder.model_path(model_file).is_file() or (
-        folder.latest_checkpoint() is not None
-    ):
+    model_file = model_file_name(
+        folder.setting("model", "kind", "splats"), folder.setting("model", "primitive")
+    )
+    if folder.model_path(model_file).is_file() or (folder.latest_checkpoint() is not None):
         try:
             model, step, _ = load_run_model(path)
         except ReconError:
@@ -112,6 +113,8 @@ def _attach_run_scene(target: ViewTarget) -> None:
 
 def _load_file(path: Path) -> ViewTarget:
     suffix = path.suffix.lower()
+    if suffix == ".spz":
+        return ViewTarget(path, "splats", model=load_model_file(path, "splats"))
     if suffix == ".ply":
         return _load_ply(path)
     if suffix in MESH_SUFFIXES:
@@ -128,6 +131,8 @@ def _load_ply(path: Path) -> ViewTarget:
     names = {el.name: el for el in ply.elements}
     if "vertex" not in names or len(names["vertex"].data) == 0:
         raise ReconError(f"{path} has no vertices; pass a splat PLY, a mesh or a point cloud")
+    if is_compressed_ply(ply):  # SuperSplat's compressed splats
+        return ViewTarget(path, "splats", model=load_model_file(path, "splats"))
     props = set(names["vertex"].data.dtype.names)
     if "face" in names and len(names["face"].data) > 0:
         return ViewTarget(path, "mesh", mesh=_load_mesh(path))
