@@ -55,7 +55,8 @@ def read_points_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not all(k in names for k in "xyz"):
         raise ReconError(f"point cloud {path} has no x y z vertex properties")
     try:
-        xyz = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # what does not convert is refused just below
+            xyz = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)
     except (TypeError, ValueError):  # list properties, or values that are not numbers
         raise ReconError(
             f"point cloud {path}: x y z are not plain numbers; write float x y z vertices"
