@@ -10,7 +10,9 @@ coefficients needs ``torchpq``, which needs CuPy and a CUDA GPU. So the baseline
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,7 +55,8 @@ def write_gsplat_png(s: SplatArrays, out_dir: str | Path, sh: str = "npz") -> in
     splats = {k: v.clone() for k, v in s.torch_params().items()}
     if sh == "drop" or splats["shN"].shape[1] == 0:
         splats.pop("shN")
-    _compressor(sh).compress(str(out_dir), splats)
+    with contextlib.redirect_stdout(sys.stderr):  # gsplat prints its warnings
+        _compressor(sh).compress(str(out_dir), splats)
     return sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
 
 
