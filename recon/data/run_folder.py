@@ -85,7 +85,18 @@ class RunFolder:
         """The saved config as plain data ({} when there is none)."""
         if not self.config_path.exists():
             return {}
-        return yaml.safe_load(self.config_path.read_text()) or {}
+        try:
+            data = yaml.safe_load(self.config_path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ReconError(
+                f"{self.config_path} cannot be read ({error_line(e, 80)}); restore it, or train the run again "
+                "with --overwrite"
+            ) from None
+        if not isinstance(data, dict):
+            raise ReconError(
+                f"{self.config_path} does not hold a config; restore it, or train again with --overwrite"
+            )
+        return data
 
     def setting(self, section: str, key: str, default: Any = None) -> Any:
         """One value of the saved config (``default`` when the file or the key is absent)."""
@@ -99,7 +110,16 @@ class RunFolder:
             raise ReconError(
                 f"{self.path} has no {self.META} naming its scene; it was not written by `recon train`"
             )
-        return Path(json.loads(self.meta_path.read_text())["scene"])
+        try:
+            scene = json.loads(self.meta_path.read_text())["scene"]
+            if not isinstance(scene, str):
+                raise TypeError("scene is not a path")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise ReconError(
+                f'{self.meta_path} is damaged ({error_line(e, 80)}); write {{"scene": "/path/to/scene"}} '
+                "into it, or train the run again with --overwrite"
+            ) from None
+        return Path(scene)
 
     def write_scene_dir(self, scene_dir: Path) -> None:
         atomic_write_text(

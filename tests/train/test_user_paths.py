@@ -4,6 +4,8 @@ earlier run are removed when the next one starts."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from recon.cli import main
@@ -111,3 +113,14 @@ def test_stale_temporaries_are_removed_when_a_run_starts(tiny_scene, tmp_path, c
     assert "removed 2 temporary file(s)" in err, err
     assert not (run / "ckpt" / STALE).exists() and not (run / ".config.k1ll3d00.yaml.tmp.yaml").exists()
     assert keep.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "name, text", [("run.json", '{"scen'), ("config.yaml", "train: [1"), ("run.json", "[]")]
+)
+def test_a_damaged_run_file_is_one_line(name, text, trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / name).write_text(text)
+    line = _error(capsys, main(["eval", str(run)]))
+    assert name in line and "--overwrite" in line
