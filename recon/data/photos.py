@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,11 @@ def prepare_photo(photo: Photo, dst: Path, max_long_side: int) -> Photo | None:
 
 
 def prepare_photos(
-    photos: list[Photo], folder: Path, max_long_side: int, advance=None, min_count: int = 3
+    photos: list[Photo],
+    folder: Path,
+    max_long_side: int,
+    advance: Callable[[], object] | None = None,
+    min_count: int = 3,
 ) -> list[Photo]:
     """``prepare_photo`` for each photo into ``folder``. Photos whose pixels cannot be decoded are skipped with
     one warning naming them, as unreadable files are by ``scan_photos``; ``advance()`` is called per photo."""

@@ -250,11 +250,10 @@ def _process_locked(
         with _progress(console) as progress:
             with _stage(seconds, "prepare"):
                 task = progress.add_task("prepare", total=len(photos))
-                prepared = prepare_photos(photos, images, cfg.max_image_size, lambda: progress.advance(task))
-                photos = prepared
+                photos = prepare_photos(photos, images, cfg.max_image_size, lambda: progress.advance(task))
             with _stage(seconds, "extract"):
                 task = progress.add_task("extract", total=len(photos))
-                reader, mode = _reader_options(cfg, prepared)
+                reader, mode = _reader_options(cfg, photos)
                 extraction = pycolmap.FeatureExtractionOptions()
                 extraction.num_threads = cfg.num_threads
                 extraction.sift.max_num_features = cfg.max_num_features
