@@ -123,7 +123,7 @@ def decode_spz(data: bytes, where: str = "spz data") -> tuple[dict[str, torch.Te
         "quats": np.concatenate([xyzw[:, 3:], xyzw[:, :3] * FLIP_QUAT_XYZ], axis=1),  # wxyz, back to RDF
         "opacities": np.log(a / (1 - a)),
         "sh0": ((color.reshape(-1, 1, 3).astype(np.float32) / 255.0 - 0.5) / SPZ_COLOR_SCALE),
-        "shN": (sh.reshape(-1, k, 3).astype(np.float32) - 128.0) / 128.0 * FLIP_SH[:k, None],
+        "shN": (sh.reshape(n, k, 3).astype(np.float32) - 128.0) / 128.0 * FLIP_SH[:k, None],
     }
     return {key: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for key, v in params.items()}, degree
 

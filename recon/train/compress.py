@@ -87,6 +87,70 @@ def _budget(
     return n
 
 
+def _file_degree(model, fmt: Format, opts: CompressOptions) -> int:
+    """SH degree of the file: asked for, else the model's where zeros are cheap (entropy coded), else 0."""
+    wanted = opts.sh_degree if opts.sh_degree is not None else (model.sh_degree if fmt.entropy_coded else 0)
+    return min(model.sh_degree, wanted)
+
+
+def _sparsify(model, scene, cfg, backend: str, n_keep: int, k_bands: list[int], degree: int, opts) -> tuple:
+    """The envelope's fine-tune: per-splat gates and SH band groups pulled toward k non-zero groups by the prox
+    after every step (a plain fine-tune where nothing is over budget or the strengths are 0). Returns (gates, mean
+    training PSNR, None without steps)."""
+    n = len(model)
+    gates = torch.ones(n)
+    gated = n_keep < n and opts.gate_strength > 0
+    banded = degree > 0 and opts.band_strength > 0 and any(k < n for k in k_bands)
+    if opts.sparsify_steps == 0:
+        return gates, None
+    steps = opts.sparsify_steps
+    g_lam, b_lam = opts.gate_strength / steps, opts.band_strength / steps
+    gates.requires_grad_(True)
+
+    def prox(_step: int) -> None:
+        if gated:
+            prox_gates(gates, n_keep, g_lam)
+        if banded:
+            prox_bands(model.params["shN"].data, degree, k_bands, b_lam)
+
+    stats = finetune(
+        model, scene, cfg, steps, backend, gates=gates if gated else None,
+        gate_step=GateOptimizer(gates, opts.gate_lr).step, after_step=prox,
+    )  # fmt: skip
+    log.info(
+        "compress: %d of %d gates non-zero after the envelope (budget %d)", int((gates > 0).sum()), n, n_keep
+    )
+    return gates.detach(), stats["train_psnr"]
+
+
+@torch.no_grad()
+def _threshold(model, gates, importance_rank, n_keep: int, k_bands, degree: int, shN_before) -> tuple:
+    """The hard threshold: the k strongest gates (ties to the more important splat) fold into the opacities; the
+    k_l strongest band groups get back their values from before the shrinking prox (debiased), the others are
+    zero. Returns (the smaller model, its band masks [n_keep, degree])."""
+    keep = top_k_mask(gates + 1e-6 * importance_rank, n_keep)
+    masks = band_masks(model.params["shN"].data, degree, k_bands)
+    opacity = torch.sigmoid(model.params["opacities"]) * gates.clamp(1e-4, 1.0)
+    model.params["opacities"].data = torch.logit(opacity.clamp(1e-6, 1 - 1e-6))
+    for l, s in enumerate(band_slices(degree)):
+        model.params["shN"].data[:, s] = shN_before[:, s] * masks[:, l, None, None]
+    return _subset(model, keep.nonzero()[:, 0]), masks[keep]
+
+
+def _encode_within(model, fmt: Format, degree: int, opts, scene, backend: str) -> tuple[SplatArrays, bytes]:
+    """Quantised file bytes; one still over the target (gzip's ratio moves a little) loses its least important
+    splats until it fits."""
+    final = SplatArrays.from_model(model).with_degree(degree)
+    data = fmt.encode(final)
+    if opts.target_mb is None or len(data) <= opts.target_mb * 1e6:
+        return final, data
+    imp = contribution(model.render_inputs(), _views(scene, scene.train_ids), backend)
+    ranked = final.take(torch.argsort(imp, descending=True).numpy())
+    n_fit = fit_count(ranked, fmt.encode, int(opts.target_mb * 1e6), degree, 1.0)
+    final = ranked.take(np.arange(max(n_fit, 1)))
+    return final, fmt.encode(final)
+
+
 def compress_run(run: str | Path, out: str | Path, opts: CompressOptions | None = None) -> dict:
     """Compress the newest model of ``run`` into ``out`` (format by suffix); returns a summary."""
     opts = opts or CompressOptions()
@@ -102,80 +166,34 @@ def compress_run(run: str | Path, out: str | Path, opts: CompressOptions | None 
         torch.set_num_threads(opts.threads)
     scene = load_training_scene(folder.scene_dir(), cfg)
     backend = training_backend(cfg)
-    n_in = len(model)
-    degree = min(model.sh_degree, opts.sh_degree if opts.sh_degree is not None else (
-        model.sh_degree if fmt.entropy_coded else 0))  # fmt: skip
+    n_in, degree = len(model), _file_degree(model, fmt, opts)
 
-    # 1. importance, and the budget it implies
+    # importance, the budget it implies, and pruning by importance to a margin above that budget
     with torch.no_grad():
         importance = contribution(model.render_inputs(), _views(scene, scene.train_ids), backend)
     order = torch.argsort(importance, descending=True)
     ranked = SplatArrays.from_model(model).take(order.numpy())
     n_keep = _budget(ranked, importance[order], fmt, degree, opts)
     k_bands = band_budget(ranked.take(np.arange(n_keep)).with_degree(degree).shN, degree, opts.sh_energy)
-
-    # 2. importance pruning to a margin above the budget
     n_pre = min(n_in, max(n_keep, math.ceil(n_keep * opts.margin)))
     model = _subset(model, order[:n_pre])
     with torch.no_grad():
         model.params["shN"][:, (degree + 1) ** 2 - 1 :] = 0.0  # bands the file will not hold
     shN_before = model.params["shN"].detach().clone()
-    rank_bonus = torch.linspace(1e-6, 0.0, n_pre)  # ties of the gates go to the more important splat
 
-    # 3. the envelope's fine-tune: gates and SH band groups pulled toward k non-zero groups
-    stats: dict[str, float] = {}
-    gates = torch.ones(n_pre)
-    if n_keep < n_pre or any(k < n_pre for k in k_bands):
-        gates.requires_grad_(True)
-        gate_opt = GateOptimizer(gates, opts.gate_lr)
-        steps = max(opts.sparsify_steps, 1)
-        g_lam, b_lam = opts.gate_strength / steps, opts.band_strength / steps
-
-        def prox(_step: int) -> None:
-            if n_keep < n_pre and g_lam > 0:
-                prox_gates(gates, n_keep, g_lam)
-            if degree > 0 and b_lam > 0:
-                prox_bands(model.params["shN"].data, degree, k_bands, b_lam)
-
-        if opts.sparsify_steps:
-            stats["sparsify"] = finetune(
-                model, scene, cfg, opts.sparsify_steps, backend, gates=gates if n_keep < n_pre else None,
-                gate_step=gate_opt.step, after_step=prox,
-            )["train_psnr"]  # fmt: skip
-
-    # 4. hard threshold: the k strongest gates fold into the opacities; the k_l strongest band groups keep their
-    # values from before the shrinking prox (debiased), the rest are zero from here on
-    log.info(
-        "compress: %d of %d gates non-zero after the envelope (budget %d), gate mean %.3f",
-        int((gates > 0).sum()), n_pre, n_keep, float(gates.detach().mean()),
-    )  # fmt: skip
-    with torch.no_grad():
-        keep = top_k_mask(gates.detach() + rank_bonus, n_keep)
-        masks = band_masks(model.params["shN"].data, degree, k_bands)
-        opacity = torch.sigmoid(model.params["opacities"]) * gates.detach().clamp(1e-4, 1.0)
-        model.params["opacities"].data = torch.logit(opacity.clamp(1e-6, 1 - 1e-6))
-        for l, s in enumerate(band_slices(degree)):
-            model.params["shN"].data[:, s] = shN_before[:, s] * masks[:, l, None, None]
-        model = _subset(model, keep.nonzero()[:, 0])
-        masks = masks[keep]
-
-    # 5. recovery fine-tune with the removed band groups held at zero
+    # the envelope's fine-tune, the hard threshold, and a recovery fine-tune with removed band groups held at zero
+    gates, sparsify_psnr = _sparsify(model, scene, cfg, backend, n_keep, k_bands, degree, opts)
+    rank = torch.linspace(1.0, 0.0, n_pre)  # the splats are in decreasing importance
+    model, masks = _threshold(model, gates, rank, n_keep, k_bands, degree, shN_before)
+    stats = {"sparsify": sparsify_psnr}
     if opts.recover_steps:
-        stats["recover"] = finetune(
-            model, scene, cfg, opts.recover_steps, backend,
-            after_step=lambda _s: apply_band_masks(model.params["shN"].data, degree, masks),
-        )["train_psnr"]  # fmt: skip
+        hold = lambda _step: apply_band_masks(model.params["shN"].data, degree, masks)  # noqa: E731
+        stats["recover"] = finetune(model, scene, cfg, opts.recover_steps, backend, after_step=hold)[
+            "train_psnr"
+        ]
 
-    # 6. quantise and write; a file still over the target (gzip varies) drops its least important splats
-    final = SplatArrays.from_model(model).with_degree(degree)
-    data = fmt.encode(final)
-    if opts.target_mb is not None and len(data) > opts.target_mb * 1e6:
-        with torch.no_grad():
-            imp = contribution(model.render_inputs(), _views(scene, scene.train_ids), backend)
-        ranked = final.take(torch.argsort(imp, descending=True).numpy())
-        n_fit = fit_count(ranked, fmt.encode, int(opts.target_mb * 1e6), degree, 1.0)
-        final = ranked.take(np.arange(max(n_fit, 1)))
-        data = fmt.encode(final)
+    with torch.no_grad():
+        final, data = _encode_within(model, fmt, degree, opts, scene, backend)
     with atomic_path(out) as tmp:
         Path(tmp).write_bytes(data)
     reference = ply_size(n_in, model.sh_degree)
@@ -189,6 +207,6 @@ def compress_run(run: str | Path, out: str | Path, opts: CompressOptions | None 
         "splats_out": len(final),
         "sh_degree": degree,
         "sh_groups_kept": [int(k) for k in masks.sum(0)] if degree else [],
-        "train_psnr": {k: round(v, 3) for k, v in stats.items()},
+        "train_psnr": {k: round(v, 3) for k, v in stats.items() if v is not None},
         "seconds": round(time.perf_counter() - t0, 1),
     }
