@@ -88,12 +88,7 @@ def prepare_run(run: Path, resume: bool, overwrite: bool) -> RunLock:
         if resume:
             return lock
         if entries and not overwrite:
-            raise ReconError(
-                f"run folder {run} is not empty; pass --resume to continue it or --overwrite to replace it"
-                if has_checkpoint
-                else f"run folder {run} holds a run that stopped before its first checkpoint; pass --overwrite "
-                "to start it again, or choose another --out"
-            )
+            raise _not_empty(run, has_checkpoint)
         for p in entries:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
@@ -103,6 +98,23 @@ def prepare_run(run: Path, resume: bool, overwrite: bool) -> RunLock:
         lock.release()
         raise
     return lock
+
+
+def _not_empty(run: Path, has_checkpoint: bool) -> ReconError:
+    """The refusal of a non-empty run folder, sending the user to the one option that works for what it holds."""
+    if has_checkpoint:
+        return ReconError(
+            f"run folder {run} is not empty; pass --resume to continue it or --overwrite to replace it"
+        )
+    if RunFolder(run).config_path.exists():
+        return ReconError(
+            f"run folder {run} holds a run that stopped before its first checkpoint; pass --overwrite to start "
+            "it again, or choose another --out"
+        )
+    return ReconError(
+        f"run folder {run} is not empty and holds no recon run; pass --overwrite to replace what is in it, or "
+        "choose another --out"
+    )
 
 
 def scene_for_training(scene_path: Path, run: Path, console: Console) -> Path:

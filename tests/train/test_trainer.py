@@ -162,7 +162,8 @@ def test_existing_run_needs_resume_or_overwrite(tiny_scene, tmp_path, capsys):
     run.mkdir()
     (run / "notes.txt").write_text("mine")
     assert main(["train", str(tiny_scene), "--out", str(run)]) == 2
-    assert "--resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--resume" not in err  # no checkpoint: resuming cannot work (issue 20)
     assert (run / "notes.txt").read_text() == "mine"
 
 
