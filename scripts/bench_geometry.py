@@ -1,8 +1,9 @@
-"""Benchmark geometry: train plain 3DGS, the geometry preset, the SuGaR preset and 2D surfels (the surfel preset) on
+"""Benchmark geometry: train plain 3DGS, the geometry preset, the SuGaR preset, 2D surfels (the surfel preset) and
+smooth convexes (the convex preset) on
 the sample scene with the same time budget, mesh each run, score the meshes against the known ground truth, and
 time a 300k-Gaussian export.
 
-    python scripts/bench_geometry.py [--time-budget 600 | --steps 3000] [--presets plain geometry sugar surfel]
+    python scripts/bench_geometry.py [--time-budget 600 | --steps 3000] [--presets plain geometry sugar surfel convex]
                                      [--out DIR]
 
 The sample scene (``data/sample``, generated on first use) goes through `recon process` (structure from motion);
@@ -60,6 +61,7 @@ from recon.export.mesh import (
 from recon.models.splats import SplatModel, rgb_to_sh0
 from recon.train.config import Config
 from recon.train.overrides import load_yaml, merge, parse_set
+from recon.train.runs import load_run_model
 from recon.train.trainer import train
 
 SCHEDULE_STEPS = 30_000  # the run length the presets' step numbers are written for
@@ -68,8 +70,15 @@ PRESETS = {
     "geometry": REPO / "configs" / "geometry.yaml",
     "sugar": REPO / "configs" / "sugar.yaml",
     "surfel": REPO / "configs" / "surfel.yaml",
+    "convex": REPO / "configs" / "convex.yaml",
 }
-MESH_METHODS = {"plain": ["tsdf"], "geometry": ["tsdf"], "sugar": ["tsdf", "sugar"], "surfel": ["tsdf"]}
+MESH_METHODS = {
+    "plain": ["tsdf"],
+    "geometry": ["tsdf"],
+    "sugar": ["tsdf", "sugar"],
+    "surfel": ["tsdf"],
+    "convex": ["tsdf"],
+}
 
 
 def scaled_reg(reg: dict, factor: float) -> dict:
@@ -300,9 +309,11 @@ def main() -> None:
             run = work / name
             console.print(f"[bold]bench_geometry: training {name}")
             res = train(scene, run, cfg, overwrite=True, console=console)
+            model, _, _ = load_run_model(run)
             entry = {
                 "steps": res.steps,
                 "num_gaussians": res.num_primitives,
+                "param_bytes": 4 * sum(int(p.numel()) for p in model.params.values()),
                 "psnr_test": res.metrics.get("psnr"),
                 "ssim_test": res.metrics.get("ssim"),
             }
