@@ -1,7 +1,8 @@
 """The render panel: render the browser's current view through the model's own renderer and show it in the page.
 
 This is the renderer the model was trained with (full SH colour, exact compositing), unlike viser's WebGL
-splats, and it shows the maps the regularizers act on: expected depth, normals, alpha and depth distortion.
+splats, and it shows the maps the regularizers act on: expected depth, normals, alpha and depth distortion. Models
+without normals of their own (convexes) show the normal of their depth map in the Normal mode.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 import viser
 
+from recon.regularizers.normal_consistency import surface_normals
 from recon.render import RenderOutputs
 
 from .camera import viewer_camera
@@ -57,7 +60,14 @@ def render_view(
     """[H,W,3] uint8 image of ``mode`` seen from (``viewmat``, ``K``)."""
     if mode not in MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose from {list(MODES)}")
-    out = snapshot.render(viewmat, K, width, height, MODES[mode], background, backend)
+    maps = MODES[mode]
+    from_depth = mode == "Normal" and "normals" not in snapshot.model.capabilities
+    if from_depth:  # a representation without normals of its own (convexes): the normal of the depth map
+        maps = ("alpha", "depth_exp")
+    out = snapshot.render(viewmat, K, width, height, maps, background, backend)
+    if from_depth:
+        Ks = torch.as_tensor(np.asarray(K, np.float32))[None]
+        out.normal = surface_normals(out.depth_exp, out.alpha, None, Ks)
     return colorize(out, mode, np.asarray(background, np.float32))
 
 

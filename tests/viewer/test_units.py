@@ -214,3 +214,26 @@ def test_refresh_throttle_spaces_refreshes_by_their_measured_cost():
     assert not th.ready(t + wait - 0.01) and th.ready(t + wait + 0.01)
     th.charge(0.1, t + wait)  # panel work pushes the next refresh further
     assert not th.ready(t + wait + 0.01) and th.ready(t + wait + 0.1 * 19 + 0.01)
+
+
+def test_every_mode_renders_convexes_and_normals_come_from_depth():
+    """Convexes have no normal of their own: the Normal mode shows their depth map's normal; a flat wall of
+    convexes facing the camera shows as blue."""
+    from recon.models.convex import ConvexModel
+    from viewer.render_panel import MODES, render_view
+
+    g = np.stack(np.meshgrid(np.linspace(-1, 1, 12), np.linspace(-1, 1, 12)), -1).reshape(-1, 2)
+    xyz = np.concatenate([g, np.full((len(g), 1), 3.0)], 1)  # a wall at z = 3 in front of the camera
+    model = ConvexModel.from_points(
+        xyz, np.full((len(g), 3), 0.5), sh_degree=0, delta_init=5.0, sigma_init=0.05
+    )
+    with torch.no_grad():
+        model.params["opacities"].fill_(4.0)
+    snap = ModelSnapshot.of(model, sh_degree=0)
+    K = np.array([[40.0, 0, 32], [0, 40.0, 24], [0, 0, 1]], np.float32)
+    for mode in MODES:
+        img = render_view(snap, np.eye(4, dtype=np.float32), K, 64, 48, mode=mode, backend="cpu")
+        assert img.shape == (48, 64, 3) and (img != 255).any(), mode
+    n = render_view(snap, np.eye(4, dtype=np.float32), K, 64, 48, mode="Normal", backend="cpu").astype(int)
+    centre = n[18:30, 24:40].reshape(-1, 3).mean(0)
+    assert centre[2] > 200 and abs(centre[0] - 128) < 40 and abs(centre[1] - 128) < 40
