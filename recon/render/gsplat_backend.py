@@ -43,7 +43,7 @@ def rasterize_gsplat(
     ``info`` is gsplat's meta dict (``means2d`` [C,N,2] with its gradient retained, ``radii`` [C,N,2], ``depths``,
     ``width``, ``height``, ``n_cameras``, ``tile_size``, ``tile_width``, ``tile_height``, ...) plus ``n_isects``.
     """
-    means, quats, scales, opacities, colors = splats
+    means, quats, scales, opacities, colors = splats[:5]
     outputs, sh_degree, backgrounds, absgrad, _primitive = request
     wanted = tuple(outputs)
     unsupported = [name for name in wanted if name not in GSPLAT_OUTPUTS]
