@@ -2,8 +2,8 @@
 
     python scripts/bench_compress.py [--run RUN] [--time-budget 300] [--ratios 20 50]
 
-Without --run it processes the lund photos (long side 480 px) and trains them with configs/fast.yaml at SH degree 3
-(the 3DGS PLY's usual degree) for --time-budget seconds. Rows: the run's 3DGS PLY; straight conversions of the
+Without --run it solves the lund photos' cameras at full size and trains them at a 480 px long side with
+configs/fast.yaml at SH degree 3 (the 3DGS PLY's usual degree) for --time-budget seconds. Rows: the run's 3DGS PLY; straight conversions of the
 unpruned model to .spz and compressed PLY; gsplat's PNG compression on the CPU (no PLAS sort, no K-means: their
 packages need GitHub or CUDA; SH as gsplat's NPZ or dropped); and `recon compress` at --ratios of the PLY's size
 (.spz), plus the first ratio as compressed PLY. A control row fine-tunes for the same steps and removes nothing, so
@@ -37,14 +37,18 @@ from recon.train.runs import load_run_model
 
 
 def train_lund(tmp: Path, budget: float, console: Console) -> Path:
+    from PIL import Image
+
     from recon.data.sfm import ProcessConfig, process_photos
     from recon.train.config import Config
     from recon.train.overrides import build_config
     from recon.train.trainer import train
 
     scene = tmp / "scene"
-    process_photos(SHARED_DATA / "lund" / "images", scene, ProcessConfig(max_image_size=480), console=console)
-    sets = [f"train.time_budget={budget}", "model.sh_degree=3"]
+    # cameras solved on the photos as they are (at 480 px SIFT registers few lund photos), training at 480 px
+    process_photos(SHARED_DATA / "lund" / "images", scene, ProcessConfig(max_image_size=0), console=console)
+    size = max(Image.open(next(iter(sorted((scene / "images").iterdir())))).size)
+    sets = [f"train.time_budget={budget}", "model.sh_degree=3", f"data.downscale={size / 480:.6g}"]
     cfg = build_config(Config, preset=str(REPO / "configs" / "fast.yaml"), sets=sets)
     train(scene, tmp / "run", cfg, console=console)
     return tmp / "run"
