@@ -146,6 +146,23 @@ def _project(
     return prim.project_cpu(*geometry, viewmats, Ks, settings.projection_tuple(), normals)
 
 
+def _bins(
+    ext, prim: RasterPrimitive, means2d, payload, opac, depths, radii, settings: RasterSettings
+) -> tuple:
+    """(tile_offsets, ids, slot_pos, gauss_offsets): the depth-sorted tile lists, by the projection's radii or, for
+    primitives that ask (``bins_by_kernel``), by the box their kernel reaches at each opacity."""
+    means2d, depths = means2d.detach(), depths.detach()
+    if prim.bins_by_kernel:
+        radii = ext.rasterize_bin_radii(
+            prim.kernel_id, means2d, payload.detach(), opac.detach(), depths, radii, ALPHA_MIN
+        )
+    return tuple(
+        ext.bin_primitives(
+            means2d, radii, depths, settings.tile_size, settings.tile_width, settings.tile_height
+        )
+    )
+
+
 def rasterize_cpu(
     splats: Splats, viewmats: Tensor, Ks: Tensor, settings: RasterSettings, request: RenderRequest
 ) -> tuple[RenderOutputs, dict]:
@@ -198,16 +215,14 @@ def rasterize_cpu(
         bg = bg.contiguous()
 
     tile_width, tile_height = settings.tile_width, settings.tile_height
-    ext = load_ext()
-    bins = tuple(
-        ext.bin_primitives(means2d.detach(), radii, depths.detach(), tile_size, tile_width, tile_height)
-    )
-    holder = {"means2d": means2d, "absgrad": bool(absgrad)}
     opacities = opacities.to(dtype)
     opac = opacities.reshape(1, N).expand(C, N) if opacities.dim() == 1 else opacities
     if opac.shape != (C, N):
         raise ValueError(f"opacities must be [N] or [C,N] (C={C}, N={N}), got {tuple(opacities.shape)}")
     opac = opac.contiguous()
+    ext = load_ext()
+    bins = _bins(ext, prim, means2d, conics, opac, depths, radii, settings)
+    holder = {"means2d": means2d, "absgrad": bool(absgrad)}
     flags = (
         "depth_exp" in wanted,
         "depth_median" in wanted,
@@ -281,10 +296,8 @@ def contributors_cpu(
     ext = load_ext()
     means2d, conics, depths, _, radii = _project(prim, splats, viewmats, Ks, settings, False)
     width, height, tile_size = settings.width, settings.height, settings.tile_size
-    tile_offsets, ids, _, _ = ext.bin_primitives(
-        means2d, radii, depths, tile_size, settings.tile_width, settings.tile_height
-    )
     opac = opacities.to(dtype).reshape(1, N).expand(C, N).contiguous()
+    tile_offsets, ids, _, _ = _bins(ext, prim, means2d, conics, opac, depths, radii, settings)
     first, last = ext.rasterize_contributors(
         prim.kernel_id, means2d, conics, opac, depths, means.new_zeros(C, N, 0), means.new_zeros(C, 0), tile_offsets, ids,
         int(width), int(height), int(tile_size), int(k), ALPHA_MAX, ALPHA_MIN, T_EPS,

@@ -54,6 +54,10 @@ class RasterPrimitive:
     backend_note: str = ""  # why a backend is missing, for the error message
     geometry: Geometry = None  # type: ignore[assignment]  # set below: what its projections read
     normals: bool = True  # whether it renders the "normal" map
+    # whether the cpu backend bins it by the box its kernel reaches at each opacity (the C++ kernel's bound) rather
+    # than by the projection's radius: for primitives whose radius is a loose bound (convexes' reach at opacity 1
+    # from consecutive corners); info["radii"] stays the projection's, info["n_isects"] counts the tighter bins
+    bins_by_kernel: bool = False
 
     @property
     def shaped_by_axes(self) -> bool:
@@ -152,6 +156,7 @@ PRIMITIVE_TABLE: dict[str, RasterPrimitive] = {
             backend_note="gsplat has no convex kernel",
             geometry=_convex_geometry,
             normals=False,
+            bins_by_kernel=True,
         ),
     )
 }

@@ -17,4 +17,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_forward", &recon::rasterize_forward);
   m.def("rasterize_backward", &recon::rasterize_backward);
   m.def("rasterize_contributors", &recon::rasterize_contributors);
+  m.def("rasterize_bin_radii", &recon::rasterize_bin_radii);
 }

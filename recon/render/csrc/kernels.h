@@ -231,17 +231,22 @@ struct ConvexKernel {
   static constexpr int kA = 3 * kEdges, kS = kA + 1, kCount = kA + 2, kExtX = kA + 3, kExtY = kA + 4;
   static constexpr int kPayload = kA + 5;
   static constexpr bool kPixelDepth = false;
-  // In float, a term exp(a (d_k - m)) below exp(-20) changes no bit of a sum that is >= 1 (the max term is 1),
-  // so a line whose terms are all below it on a vector of pixels is skipped. The float64 path sums every term.
-  static constexpr T kNegligible = std::is_same_v<T, float> ? T(-20) : -std::numeric_limits<T>::infinity();
+  // In float, a term exp(a (d_k - m)) below exp(-20) changes no bit of a sum that is >= 1 (the max term is 1, and
+  // eight terms of 2e-9 stay below half an ulp of 1), so a line whose terms are all below it on a vector of pixels
+  // is skipped. The float64 path sums every term.
+  static constexpr bool kSkipNegligible = std::is_same_v<T, float>;
+  static constexpr T kNegligible = T(20);
 
   struct Prim {
     T nx[kEdges], ny[kEdges], b[kEdges];
     T a, s, z;
+    T span;  // a line is skipped where d_k < m - span on every lane: kNegligible / a (float), +inf (double)
     int count;
   };
 
-  static RECON_INLINE bool prepare(T mx, T my, T z, const T* q, T kmin, Prim& g, T& ext_x, T& ext_y) {
+  // Per (primitive, tile): the lines and constants, and the stored extents (a bound at opacity 1) with a margin for
+  // rounding; the compositor clips them by bound(), computed once per primitive.
+  static RECON_INLINE bool prepare(T /*mx*/, T /*my*/, T z, const T* q, T kmin, Prim& g, T& ext_x, T& ext_y) {
     if (!(kmin < T(1)) || !(q[kCount] >= T(3) && q[kCount] <= T(kEdges))) return false;
     g.count = int(q[kCount]);
     for (int k = 0; k < g.count; ++k) {
@@ -252,36 +257,69 @@ struct ConvexKernel {
     g.a = q[kA];
     g.s = q[kS];
     g.z = z;
-    ext_x = q[kExtX];
-    ext_y = q[kExtY];
-    tighten(g, mx, my, kmin, ext_x, ext_y);
-    ext_x += T(1e-3) + T(1e-4) * ext_x;  // the stored and the tightened box are exact bounds: a margin for rounding
-    ext_y += T(1e-3) + T(1e-4) * ext_y;
+    g.span = kSkipNegligible && g.a > T(0) ? kNegligible / g.a : std::numeric_limits<T>::infinity();
+    ext_x = q[kExtX] + T(1e-3) + T(1e-4) * q[kExtX];
+    ext_y = q[kExtY] + T(1e-3) + T(1e-4) * q[kExtY];
     return std::isfinite(ext_x) && std::isfinite(ext_y);
   }
 
-  // The stored extents hold at opacity 1. With opacity o the kernel must reach kmin = alpha_min / o, so
-  // s phi <= log(1/kmin - 1) and every visited pixel lies in the hull moved out by tau = log(1/kmin - 1) / (a s):
-  // the same corner construction as convex.py's _reach with a smaller tau (a fraction of the area at opacity 0.1).
-  // Only for tau > 0: moved inwards, edges can vanish and consecutive corners no longer bound the polygon.
-  static RECON_INLINE void tighten(const Prim& g, T mx, T my, T kmin, T& ext_x, T& ext_y) {
+  // Per primitive: the box of the region the kernel can reach at kmin = alpha_min / opacity. C >= kmin needs
+  // s phi <= log(1/kmin - 1) and phi >= a max_k d_k, so the region lies in the polygon {d_k <= tau for all k},
+  // tau = log(1/kmin - 1) / (a s) (convex.py step 7 at this opacity). Its exact vertices: a short edge's line moves
+  // out by tau / |n_k| pixels, far beyond its neighbours' corner, and then bounds nothing; the stored extents
+  // (consecutive lines only) keep the far corners, which on 3DCS's initial convexes inflates the box several
+  // times. Dropping a line only enlarges the polygon, so every step stays conservative; tau <= 0 (moved inwards,
+  // where edges can vanish) keeps the stored extents.
+  static RECON_INLINE bool bound(T mx, T my, T z, const T* q, T kmin, T& ext_x, T& ext_y) {
+    Prim g;
+    if (!prepare(mx, my, z, q, kmin, g, ext_x, ext_y)) return false;
     const T reach = std::log(T(1) / kmin - T(1));
     const T as = g.a * g.s;
-    if (!(reach > T(0)) || !(as > T(0))) return;
+    if (!(reach > T(0)) || !(as > T(0))) return true;
     const T tau = reach / as;
+    int line[kEdges];  // the lines still bounding the polygon, in angle order
+    T rhs[kEdges];     // n_k . p <= rhs_k
+    int n = g.count;
+    for (int k = 0; k < n; ++k) {
+      line[k] = k;
+      rhs[k] = tau - g.b[k];
+    }
+    T x, y;
+    // A line is redundant when its neighbours turn by less than pi and their corner already satisfies it: the
+    // neighbours' wedge then lies inside its half-plane. Three lines with turns below pi are all needed.
+    for (bool dropped = true; dropped && n > 3;) {
+      dropped = false;
+      for (int i = 0; i < n && !dropped; ++i) {
+        const int k = line[i];
+        if (corner(g, rhs, line[(i + n - 1) % n], line[(i + 1) % n], x, y) &&
+            g.nx[k] * x + g.ny[k] * y <= rhs[k]) {
+          for (int j = i; j + 1 < n; ++j) line[j] = line[j + 1];
+          --n;
+          dropped = true;
+        }
+      }
+    }
     T ex = T(0), ey = T(0);
-    for (int k = 0; k < g.count; ++k) {
-      const int j = k + 1 < g.count ? k + 1 : 0;
-      const T det = g.nx[k] * g.ny[j] - g.ny[k] * g.nx[j];
-      if (!(det != T(0))) return;
-      const T r1 = tau - g.b[k], r2 = tau - g.b[j], inv = T(1) / det;
-      ex = std::max(ex, std::abs((r1 * g.ny[j] - g.ny[k] * r2) * inv - mx));
-      ey = std::max(ey, std::abs((g.nx[k] * r2 - r1 * g.nx[j]) * inv - my));
+    for (int i = 0; i < n; ++i) {
+      if (!corner(g, rhs, line[i], line[(i + 1) % n], x, y)) return true;  // turn >= pi: keep the stored box
+      ex = std::max(ex, std::abs(x - mx));
+      ey = std::max(ey, std::abs(y - my));
     }
     if (std::isfinite(ex) && std::isfinite(ey)) {
-      ext_x = std::min(ext_x, ex);
-      ext_y = std::min(ext_y, ey);
+      ext_x = std::min(ext_x, ex + T(1e-3) + T(1e-4) * ex);
+      ext_y = std::min(ext_y, ey + T(1e-3) + T(1e-4) * ey);
     }
+    return true;
+  }
+
+  // The corner of lines j then k (k's normal turned counter-clockwise from j's by less than pi); false otherwise.
+  static RECON_INLINE bool corner(const Prim& g, const T* rhs, int j, int k, T& x, T& y) {
+    const T det = g.nx[j] * g.ny[k] - g.ny[j] * g.nx[k];
+    if (!(det > T(0))) return false;
+    const T inv = T(1) / det;
+    x = (rhs[j] * g.ny[k] - g.ny[j] * rhs[k]) * inv;
+    y = (g.nx[j] * rhs[k] - rhs[j] * g.nx[k]) * inv;
+    return true;
   }
 
   // The line values d_k and their max at W pixels; N = the edge count, a constant so the loops unroll.
@@ -295,17 +333,25 @@ struct ConvexKernel {
     return m;
   }
 
-  // phi at W pixels from the line values; t[k] = exp(a (d_k - m)) (0 where skipped), sum = their sum.
+  // phi at W pixels from the line values: the lines not skipped get a bit in `live`, t[k] = exp(a (d_k - m)) and
+  // their sum. Where only the max line is live (most of a footprint: away from the hull's corners one edge
+  // dominates by far) the sum is exactly 1: phi = a m, without an exp or a log.
   template <int N>
-  static RECON_INLINE V lse(const Prim& g, const V* d, V m, V* t, V& sum) {
+  static RECON_INLINE V lse(const Prim& g, const V* d, V m, V* t, V& sum, unsigned& live) {
+    const V cut = m - g.span;
+    live = 0;
+    for (int k = 0; k < N; ++k)
+      if (S::any(d[k] >= cut)) live |= 1u << k;
+    sum = S::splat(T(1));
+    if (__builtin_popcount(live) == 1) {
+      t[__builtin_ctz(live)] = sum;
+      return g.a * m;
+    }
     sum = S::splat(T(0));
     for (int k = 0; k < N; ++k) {
-      const V x = g.a * (d[k] - m);
-      if (S::any(x > kNegligible)) {
-        t[k] = S::exp(x);
+      if (live >> k & 1u) {
+        t[k] = S::exp(g.a * (d[k] - m));
         sum += t[k];
-      } else {
-        t[k] = S::splat(T(0));
       }
     }
     return g.a * m + S::log(sum);
@@ -314,7 +360,8 @@ struct ConvexKernel {
   template <int N>
   static RECON_INLINE V eval_n(const Prim& g, V px, V py) {
     V d[N], t[N], sum;
-    const V phi = lse<N>(g, d, lines<N>(g, px, py, d), t, sum);
+    unsigned live;
+    const V phi = lse<N>(g, d, lines<N>(g, px, py, d), t, sum, live);
     return T(1) / (T(1) + S::exp(g.s * phi));  // sigmoid(-s phi); exp saturates, so C stays in [0, 1]
   }
 
@@ -336,14 +383,16 @@ struct ConvexKernel {
   template <int N>
   static RECON_INLINE void backward_n(const Prim& g, V px, V py, V gC, V C, V* gp) {
     V d[N], t[N], sum;
+    unsigned live;
     const V m = lines<N>(g, px, py, d);
-    const V phi = lse<N>(g, d, m, t, sum);
+    const V phi = lse<N>(g, d, m, t, sum, live);
     const V gx = -gC * C * (T(1) - C);
     gp[kS] += gx * phi;
     const V gphi = gx * g.s;
     const V gw = gphi * g.a / sum;
     V wd = S::splat(T(0));
     for (int k = 0; k < N; ++k) {
+      if (!(live >> k & 1u)) continue;  // skipped lines have weight 0
       const V gd = gw * t[k];
       wd += t[k] * (d[k] - m);
       gp[3 * k] += gd * px;

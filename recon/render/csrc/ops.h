@@ -84,4 +84,8 @@ std::vector<at::Tensor> rasterize_contributors(int64_t kernel_id, const at::Tens
                                                   int64_t width, int64_t height, int64_t tile_size, int64_t k,
                                                   double alpha_max, double alpha_min, double t_eps);
 
+at::Tensor rasterize_bin_radii(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
+                               const at::Tensor& opacities, const at::Tensor& depths, const at::Tensor& radii,
+                               double alpha_min);
+
 }  // namespace recon

@@ -17,19 +17,23 @@
 #include "ops.h"
 #include "kernels.h"
 
+#include <concepts>
+#include <limits>
 #include <memory>
 #include <type_traits>
 
 namespace recon {
 namespace {
 
-// Record layout of one primitive, gathered before the pixel loop: mx, my, payload[P], opacity, depth, features[F].
+// Record layout of one primitive, gathered before the pixel loop: mx, my, payload[P], opacity, depth, the
+// per-primitive bound of its footprint (bound_x, bound_y; see fill_bounds), features[F].
 struct Layout {
   int P, F;
-  int stride() const { return 4 + P + F; }
+  int stride() const { return 6 + P + F; }
   int opacity() const { return 2 + P; }
   int depth() const { return 3 + P; }
-  int features() const { return 4 + P; }
+  int bound() const { return 4 + P; }
+  int features() const { return 6 + P; }
 };
 
 // Gradient row of one slot: d mean2d[2], d payload[P], d opacity, d depth, d features[F], |d mean2d| [2].
@@ -88,8 +92,56 @@ void pack_records(const Layout& L, int64_t CN, const T* m2d, const T* payload, c
     for (int i = 0; i < L.P; ++i) r[2 + i] = payload[g * L.P + i];
     r[L.opacity()] = opac[g];
     r[L.depth()] = depth[g];
+    r[L.bound()] = r[L.bound() + 1] = std::numeric_limits<T>::infinity();
     for (int f = 0; f < L.F; ++f) r[L.features() + f] = feat[g * L.F + f];
   }
+}
+
+// Kernels whose prepare() box is loose may supply bound(mx, my, z, payload, kmin, ext_x, ext_y): a tighter box,
+// too costly to compute per (primitive, tile), computed once per primitive here (ConvexKernel: the exact polygon the
+// kernel can reach at the primitive's opacity).
+template <typename Kern, typename T>
+concept HasBound = requires(T v, const T* q, T& e) {
+  { Kern::bound(v, v, v, q, v, e, e) } -> std::same_as<bool>;
+};
+
+// The half extents the kernel can reach from a record (mx, my, payload, opacity, depth), or false where it never
+// reaches alpha_min: Kern::bound where the kernel has one, else the box of prepare().
+template <typename T, typename Kern>
+inline bool primitive_bound(const T* mxy, const T* payload, T opacity, T depth, T alpha_min, T& ex, T& ey) {
+  if constexpr (HasBound<Kern, T>) {
+    return Kern::bound(mxy[0], mxy[1], depth, payload, alpha_min / opacity, ex, ey);
+  } else {
+    typename Kern::Prim prim;
+    return Kern::prepare(mxy[0], mxy[1], depth, payload, alpha_min / opacity, prim, ex, ey);
+  }
+}
+
+// Fills the records' bound slots (negative: never composited); kernels without bound() keep +inf.
+template <typename T, typename Kern>
+void fill_bounds(const Layout& L, int64_t CN, T alpha_min, std::vector<T>& rec) {
+  if constexpr (HasBound<Kern, T>) {
+    const int S = L.stride();
+#pragma omp parallel for schedule(dynamic, 4096) if (CN >= kParallelMinItems)
+    for (int64_t g = 0; g < CN; ++g) {
+      T* r = rec.data() + g * S;
+      T ex, ey;
+      const bool ok = primitive_bound<T, Kern>(r, r + 2, r[L.opacity()], r[L.depth()], alpha_min, ex, ey);
+      r[L.bound()] = ok ? ex : T(-1);
+      r[L.bound() + 1] = ok ? ey : T(-1);
+    }
+  }
+}
+
+// prepare() for one record, its box clipped by the record's bound; false if the primitive is never composited.
+template <typename T, typename Kern>
+RECON_INLINE bool prepare_record(const Layout& L, const T* r, T alpha_min, typename Kern::Prim& prim, T& ex,
+                                 T& ey) {
+  if (!(r[L.bound()] >= T(0))) return false;
+  if (!Kern::prepare(r[0], r[1], r[L.depth()], r + 2, alpha_min / r[L.opacity()], prim, ex, ey)) return false;
+  ex = std::min(ex, r[L.bound()]);
+  ey = std::min(ey, r[L.bound() + 1]);
+  return true;
 }
 
 struct Flags {
@@ -218,7 +270,7 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
     const T op = r[L.opacity()];
     const T z = r[L.depth()];
     T ex, ey;
-    if (!Kern::prepare(r[0], r[1], z, r + 2, k.alpha_min / op, prim, ex, ey)) continue;
+    if (!prepare_record<T, Kern>(L, r, k.alpha_min, prim, ex, ey)) continue;
     int x0, x1, y0, y1;
     if (!footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) continue;
     const T* feat = r + L.features();
@@ -235,12 +287,14 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
       const int row = (y - tg.py0) * RS;
       for (int ci = c0; ci <= c1; ++ci) {
         const int p = row + ci * LW;
+        V actv = S::load(&w.act[p]);
+        const M live = actv > T(0);
+        if (!S::any(live)) continue;  // every pixel of the vector has stopped: no kernel to evaluate
         const V pxv = S::splat(T(tg.px0 + ci * LW) + T(0.5)) + iota;
         M m;
         V zv;
         const V kv = Kern::eval(prim, pxv, pyv, m, zv);
-        V actv = S::load(&w.act[p]);
-        m &= actv > T(0);
+        m &= live;
         if (!S::any(m)) continue;
         const V alpha = S::vmin(S::splat(k.alpha_max), op * kv);
         m &= alpha >= k.alpha_min;
@@ -457,7 +511,7 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
     const T z = r[L.depth()];
     T ex, ey;
     int x0, x1, y0, y1;
-    if (!Kern::prepare(r[0], r[1], z, r + 2, k.alpha_min / op, prim, ex, ey) ||
+    if (!prepare_record<T, Kern>(L, r, k.alpha_min, prim, ex, ey) ||
         !footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) {
       for (int i = 0; i < SG; ++i) gr[i] = T(0);
       continue;
@@ -480,11 +534,13 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
       const int row = (y - tg.py0) * RS;
       for (int ci = c0; ci <= c1; ++ci) {
         const int p = row + ci * LW;
+        const M live = kkv < S::loadi(&w.last[p]);  // pixels that composited this entry or stopped after it
+        if (!S::any(live)) continue;
         const V pxv = S::splat(T(tg.px0 + ci * LW) + T(0.5)) + iota;
         M m;
         V zv;
         const V kv = Kern::eval(prim, pxv, pyv, m, zv);
-        m &= kkv < S::loadi(&w.last[p]);
+        m &= live;
         if (!S::any(m)) continue;
         const V raw = op * kv;
         const V alpha = S::vmin(S::splat(k.alpha_max), raw);
@@ -684,7 +740,7 @@ RECON_MULTIVERSION void contributors_tile(const Layout& L, const Grid& grid, con
     const T* r = rec + int64_t(ids[s]) * S_;
     const T op = r[L.opacity()];
     T ex, ey;
-    if (!Kern::prepare(r[0], r[1], r[L.depth()], r + 2, k.alpha_min / op, prim, ex, ey)) continue;
+    if (!prepare_record<T, Kern>(L, r, k.alpha_min, prim, ex, ey)) continue;
     int x0, x1, y0, y1;
     if (!footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) continue;
     const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
@@ -693,12 +749,14 @@ RECON_MULTIVERSION void contributors_tile(const Layout& L, const Grid& grid, con
       const int row = (y - tg.py0) * RS;
       for (int ci = c0; ci <= c1; ++ci) {
         const int p = row + ci * LW;
+        const V actv = S::load(&w.act[p]);
+        const M live = actv > T(0);
+        if (!S::any(live)) continue;
         const V pxv = S::splat(T(tg.px0 + ci * LW) + T(0.5)) + iota;
         M m;
         V zv;
         const V kv = Kern::eval(prim, pxv, pyv, m, zv);
-        const V actv = S::load(&w.act[p]);
-        m &= actv > T(0);
+        m &= live;
         if (!S::any(m)) continue;
         const V alpha = S::vmin(S::splat(k.alpha_max), op * kv);
         m &= alpha >= k.alpha_min;
@@ -745,6 +803,22 @@ void contributors_impl(const Layout& L, const Grid& grid, const T* rec, const in
 #pragma omp for schedule(dynamic, 1)
     for (int64_t oi = 0; oi < n_tiles; ++oi)
       contributors_tile<T, Kern>(L, grid, rec, toff, ids, k, K, order[oi], work, out_first, out_last);
+  }
+}
+
+// Radii to bin by (rasterize_bin_radii): the projection's, clipped to ceil of the kernel's bound.
+template <typename T, typename Kern>
+void bin_radii_impl(const T* m2d, const T* payload, int P, const T* opac, const T* depth, const int32_t* rad,
+                    int64_t CN, T alpha_min, int32_t* out) {
+#pragma omp parallel for schedule(dynamic, 4096) if (CN >= kParallelMinItems)
+  for (int64_t g = 0; g < CN; ++g) {
+    T ex, ey;
+    if (rad[g] <= 0 || !primitive_bound<T, Kern>(m2d + g * 2, payload + g * P, opac[g], depth[g], alpha_min, ex, ey)) {
+      out[g] = 0;
+      continue;
+    }
+    const T r = std::ceil(std::max(ex, ey));
+    out[g] = r < T(rad[g]) ? std::max(int32_t(r), int32_t(1)) : rad[g];
   }
 }
 
@@ -801,7 +875,10 @@ std::vector<at::Tensor> rasterize_forward(int64_t kernel_id, const at::Tensor& m
                  (want_l1 || want_ndc2) ? out_sums.data_ptr<T>() : nullptr,
                  out_last.data_ptr<int32_t>(),
                  want_median ? out_med_idx.data_ptr<int32_t>() : nullptr};
-    dispatch_kernel<T>(kernel_id, cm.L.P, cm.L.F, [&]<typename Kern, int FC>() { forward_impl<T, Kern, FC>(a, C); });
+    dispatch_kernel<T>(kernel_id, cm.L.P, cm.L.F, [&]<typename Kern, int FC>() {
+      fill_bounds<T, Kern>(cm.L, C * cm.N, T(alpha_min), rec);
+      forward_impl<T, Kern, FC>(a, C);
+    });
   });
   return {out_feat, out_depth, out_alpha, out_T, out_last, out_med_idx, out_med, out_l1, out_ndc2, out_sums};
 }
@@ -859,6 +936,7 @@ at::Tensor rasterize_backward(int64_t kernel_id, const at::Tensor& means2d, cons
                  Consts<T>(k),
                  slot_grad.get()};
     dispatch_kernel<T>(kernel_id, cm.L.P, cm.L.F, [&]<typename Kern, int FC>() {
+      fill_bounds<T, Kern>(cm.L, cm.C * cm.N, T(alpha_min), rec);
       backward_impl<T, Kern, FC>(a, cm.C, cm.N, gauss_offsets.data_ptr<int64_t>(), out.data_ptr<T>());
     });
   });
@@ -887,12 +965,35 @@ std::vector<at::Tensor> rasterize_contributors(int64_t kernel_id, const at::Tens
     pack_records<T>(cm.L, C * cm.N, means2d.data_ptr<T>(), payload.data_ptr<T>(), opacities.data_ptr<T>(),
                     depths.data_ptr<T>(), features.data_ptr<T>(), rec);
     dispatch_kernel<T>(kernel_id, cm.L.P, 0, [&]<typename Kern, int FC>() {
+      fill_bounds<T, Kern>(cm.L, C * cm.N, T(alpha_min), rec);
       contributors_impl<T, Kern>(cm.L, cm.grid, rec.data(), tile_offsets.data_ptr<int32_t>(),
                                  ids.data_ptr<int32_t>(), Consts<T>(rk), int(k), C, out_first.data_ptr<int32_t>(),
                                  out_last.data_ptr<int32_t>());
     });
   });
   return {out_first, out_last};
+}
+
+// Returns the radii [C,N] int32 to bin by: the projection's radii clipped to the box each primitive's kernel can
+// reach at its opacity (0 where it never reaches alpha_min). The same box clips the pixels the compositor visits,
+// so the maps do not change; only primitives whose projected radius is a loose bound need it (convexes).
+at::Tensor rasterize_bin_radii(int64_t kernel_id, const at::Tensor& means2d, const at::Tensor& payload,
+                               const at::Tensor& opacities, const at::Tensor& depths, const at::Tensor& radii,
+                               double alpha_min) {
+  for (const auto* t : {&means2d, &payload, &opacities, &depths, &radii}) RECON_CHECK_INPUT(*t);
+  TORCH_CHECK(radii.scalar_type() == at::kInt && radii.sizes() == depths.sizes() &&
+                  opacities.sizes() == depths.sizes() && payload.dim() == 3,
+              "bin_radii: radii [C,N] int32, opacities and depths [C,N], payload [C,N,P]");
+  auto out = at::empty_like(radii);
+  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_bin_radii", [&] {
+    using T = scalar_t;
+    dispatch_kernel<T>(kernel_id, int(payload.size(2)), 0, [&]<typename Kern, int FC>() {
+      bin_radii_impl<T, Kern>(means2d.data_ptr<T>(), payload.data_ptr<T>(), int(payload.size(2)),
+                              opacities.data_ptr<T>(), depths.data_ptr<T>(), radii.data_ptr<int32_t>(),
+                              radii.numel(), T(alpha_min), out.data_ptr<int32_t>());
+    });
+  });
+  return out;
 }
 
 }  // namespace recon
