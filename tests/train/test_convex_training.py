@@ -128,4 +128,4 @@ def test_indoor_and_outdoor_presets_layer_on_the_convex_preset():
         )
     assert (indoor.strategy.convex.shrink, indoor.strategy.convex.child_sigma) == (0.7, 0.85)
     assert (indoor.optim.points_lr, indoor.model.convex.sigma_init) == (4e-4, 9e-4)
-    assert (outdoor.strategy.convex.max_grad, outdoor.optim.sigma_lr) == (6e-4, 4e-3)
+    assert (outdoor.strategy.convex.max_grad, outdoor.optim.sigma_lr) == (2e-3, 4e-3)
