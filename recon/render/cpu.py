@@ -9,7 +9,9 @@ Three Functions make the graph, so each kernel's backward stays small and testab
   3DGS thresholds, and the median-depth and distortion maps accumulated in the same per-pixel loop.
 
 ``_Rasterize`` passes the descriptor's kernel id to the C++ compositor, which runs that primitive's kernel policy
-on the payload (a Gaussian's conic [C,N,3], a surfel's axes [C,N,6]).
+on the payload (a Gaussian's conic [C,N,3], a surfel's axes [C,N,6], a convex's hull lines and constants
+[C,N,29]). Tiles are binned by the projection's radii, or, for primitives whose descriptor says
+``bins_by_kernel`` (convexes), by the box the kernel reaches at each opacity (``rasterize_bin_radii``).
 
 Gradients reach means, quats, scales, opacities, colours / SH coefficients and backgrounds. Camera-pose gradients
 are not supported: ``viewmats`` and ``Ks`` are constants (detached). ``info["means2d"]`` is the autograd
@@ -181,7 +183,8 @@ def rasterize_cpu(
     wanted = set(outputs)
     prim = get_primitive(primitive)
     width, height, tile_size = settings.width, settings.height, settings.tile_size
-    # conics: the kernel payload (a Gaussian's conic [C,N,3], a surfel's (K a_u, K a_v) [C,N,6]).
+    # conics: the kernel payload (a Gaussian's conic [C,N,3], a surfel's (K a_u, K a_v) [C,N,6], a convex's
+    # lines and constants [C,N,29]).
     means2d, conics, depths, normals, radii = _project(
         prim, splats, viewmats, Ks, settings, "normal" in wanted
     )

@@ -241,6 +241,8 @@ struct ConvexKernel {
     T nx[kEdges], ny[kEdges], b[kEdges];
     T a, s, z;
     T span;  // a line is skipped where d_k < m - span on every lane: kNegligible / a (float), +inf (double)
+    T tau;   // every composited pixel has d_k <= tau for all k (see bound); +inf when unknown
+    T inx[kEdges];  // 1 / n_k.x for the lines that bound rows (row_span), 0 for nearly horizontal ones
     int count;
   };
 
@@ -258,14 +260,50 @@ struct ConvexKernel {
     g.s = q[kS];
     g.z = z;
     g.span = kSkipNegligible && g.a > T(0) ? kNegligible / g.a : std::numeric_limits<T>::infinity();
+    g.tau = reach_tau(g, kmin);
+    for (int k = 0; k < g.count; ++k) {
+      // a line within ~3 degrees of horizontal bounds rows, not columns: its x-bound would be at the mercy of
+      // rounding, so it is left to the box
+      const bool steep = std::abs(g.nx[k]) >= T(0.05) * (std::abs(g.nx[k]) + std::abs(g.ny[k]));
+      g.inx[k] = steep ? T(1) / g.nx[k] : T(0);
+    }
     ext_x = q[kExtX] + T(1e-3) + T(1e-4) * q[kExtX];
     ext_y = q[kExtY] + T(1e-3) + T(1e-4) * q[kExtY];
     return std::isfinite(ext_x) && std::isfinite(ext_y);
   }
 
-  // Per primitive: the box of the region the kernel can reach at kmin = alpha_min / opacity. C >= kmin needs
-  // s phi <= log(1/kmin - 1) and phi >= a max_k d_k, so the region lies in the polygon {d_k <= tau for all k},
-  // tau = log(1/kmin - 1) / (a s) (convex.py step 7 at this opacity). Its exact vertices: a short edge's line moves
+  // tau = log(1/kmin - 1) / (a s): C >= kmin needs s phi <= log(1/kmin - 1) and phi >= a max_k d_k, so every
+  // pixel the kernel composites has d_k <= tau for all k (convex.py step 7 at this opacity); +inf where that says
+  // nothing useful (tau <= 0: the hull moved inwards, where edges can vanish).
+  static RECON_INLINE T reach_tau(const Prim& g, T kmin) {
+    const T reach = std::log(T(1) / kmin - T(1));
+    const T as = g.a * g.s;
+    const T tau = reach / as;
+    return reach > T(0) && as > T(0) && std::isfinite(tau) ? tau : std::numeric_limits<T>::infinity();
+  }
+
+  // The pixel centres x of row py that may reach kmin: [lo, hi] from the lines that bound rows, with a margin for
+  // rounding (x-bounds err by about eps |b| / |n.x| <= 20 eps |v| pixels); false when the row is outside.
+  static RECON_INLINE bool row_span(const Prim& g, T py, T& lo, T& hi) {
+    lo = -std::numeric_limits<T>::infinity();
+    hi = std::numeric_limits<T>::infinity();
+    if (!(g.tau < std::numeric_limits<T>::infinity())) return true;
+    for (int k = 0; k < g.count; ++k) {
+      if (g.inx[k] == T(0)) continue;
+      const T x = (g.tau - g.b[k] - g.ny[k] * py) * g.inx[k];
+      if (g.nx[k] > T(0))
+        hi = std::min(hi, x);
+      else
+        lo = std::max(lo, x);
+    }
+    const T margin = T(0.05) + T(1e-5) * std::max(std::abs(lo), std::abs(hi));
+    lo -= margin;
+    hi += margin;
+    return !(lo > hi);
+  }
+
+  // Per primitive: the box of the region the kernel can reach at kmin = alpha_min / opacity, the polygon
+  // {d_k <= tau for all k} (reach_tau). Its exact vertices: a short edge's line moves
   // out by tau / |n_k| pixels, far beyond its neighbours' corner, and then bounds nothing; the stored extents
   // (consecutive lines only) keep the far corners, which on 3DCS's initial convexes inflates the box several
   // times. Dropping a line only enlarges the polygon, so every step stays conservative; tau <= 0 (moved inwards,
@@ -273,10 +311,8 @@ struct ConvexKernel {
   static RECON_INLINE bool bound(T mx, T my, T z, const T* q, T kmin, T& ext_x, T& ext_y) {
     Prim g;
     if (!prepare(mx, my, z, q, kmin, g, ext_x, ext_y)) return false;
-    const T reach = std::log(T(1) / kmin - T(1));
-    const T as = g.a * g.s;
-    if (!(reach > T(0)) || !(as > T(0))) return true;
-    const T tau = reach / as;
+    const T tau = g.tau;
+    if (!(tau < std::numeric_limits<T>::infinity())) return true;
     int line[kEdges];  // the lines still bounding the polygon, in angle order
     T rhs[kEdges];     // n_k . p <= rhs_k
     int n = g.count;
@@ -389,7 +425,17 @@ struct ConvexKernel {
     const V gx = -gC * C * (T(1) - C);
     gp[kS] += gx * phi;
     const V gphi = gx * g.s;
-    const V gw = gphi * g.a / sum;
+    if (__builtin_popcount(live) == 1) {  // one live line, the max everywhere: w = 1, dphi/da = m
+      const int k = __builtin_ctz(live);
+      const V gd = gphi * g.a;
+      gp[3 * k] += gd * px;
+      gp[3 * k + 1] += gd * py;
+      gp[3 * k + 2] += gd;
+      gp[kA] += gphi * m;
+      return;
+    }
+    const V inv = T(1) / sum;
+    const V gw = gphi * g.a * inv;
     V wd = S::splat(T(0));
     for (int k = 0; k < N; ++k) {
       if (!(live >> k & 1u)) continue;  // skipped lines have weight 0
@@ -399,7 +445,7 @@ struct ConvexKernel {
       gp[3 * k + 1] += gd * py;
       gp[3 * k + 2] += gd;
     }
-    gp[kA] += gphi * (m + wd / sum);
+    gp[kA] += gphi * (m + wd * inv);
   }
 
   static RECON_INLINE void backward(const Prim& g, V px, V py, M m, V k, V dL_dk, V dL_dzp, V& d_mx, V& d_my,

@@ -70,6 +70,33 @@ inline bool footprint_pixels(const Grid& grid, int tx, int ty, T mx, T my, T ext
   return x0 <= x1 && y0 <= y1;
 }
 
+// Kernels may narrow each row of a footprint: row_span(prim, py, lo, hi) bounds the pixel centres x of row py
+// that can reach alpha_min (false: none do), where the box is loose (a convex's polygon in its bounding box).
+template <typename Kern, typename T>
+concept HasRowSpan = requires(const typename Kern::Prim& g, T v, T& e) {
+  { Kern::row_span(g, v, e, e) } -> std::same_as<bool>;
+};
+
+// The SIMD columns [c0, c1] of row y of a footprint whose pixels span [x0, x1] in the tile starting at px0; false
+// when the kernel's row span leaves none.
+template <typename T, typename Kern>
+inline bool row_columns(const typename Kern::Prim& prim, int px0, int x0, int x1, int y, int& c0, int& c1) {
+  constexpr int LW = Simd<T>::W;
+  if constexpr (HasRowSpan<Kern, T>) {
+    T lo, hi;
+    if (!Kern::row_span(prim, T(y) + T(0.5), lo, hi)) return false;
+    const T xa = std::ceil(lo - T(0.5)), xb = std::floor(hi - T(0.5));  // pixels whose centre is in [lo, hi]
+    const int a = xa > T(x0) ? (xa > T(x1) ? x1 + 1 : int(xa)) : x0;
+    const int b = xb < T(x1) ? (xb < T(x0) ? x0 - 1 : int(xb)) : x1;
+    if (a > b) return false;
+    x0 = a;
+    x1 = b;
+  }
+  c0 = (x0 - px0) / LW;
+  c1 = (x1 - px0) / LW;
+  return true;
+}
+
 // Heaviest tiles first, so the dynamic schedule does not end with one long tile on one thread.
 inline std::vector<int64_t> tile_order(const int32_t* toff, int64_t n_tiles) {
   std::vector<int64_t> order(n_tiles);
@@ -281,8 +308,9 @@ RECON_MULTIVERSION void forward_tile(const FwdArgs<T>& a, int64_t tile, FwdWork<
     const bool ndc_on = fl.ndc2 && (kPixelDepth || z >= k.ndc_near);
     const V m_ndc_prim = S::splat(-ndc_k / z);
     const M kk1 = S::splati(kk + 1), kkv = S::splati(kk);
-    const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
     for (int y = y0; y <= y1; ++y) {
+      int c0, c1;
+      if (!row_columns<T, Kern>(prim, tg.px0, x0, x1, y, c0, c1)) continue;
       const V pyv = S::splat(T(y) + T(0.5));
       const int row = (y - tg.py0) * RS;
       for (int ci = c0; ci <= c1; ++ci) {
@@ -528,8 +556,9 @@ RECON_MULTIVERSION void backward_tile(const BwdArgs<T>& a, int64_t tile, BwdWork
     } else {
       std::fill(w.g_ft.begin(), w.g_ft.end(), T(0));
     }
-    const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
     for (int y = y0; y <= y1; ++y) {
+      int c0, c1;
+      if (!row_columns<T, Kern>(prim, tg.px0, x0, x1, y, c0, c1)) continue;
       const V pyv = S::splat(T(y) + T(0.5));
       const int row = (y - tg.py0) * RS;
       for (int ci = c0; ci <= c1; ++ci) {
@@ -743,8 +772,9 @@ RECON_MULTIVERSION void contributors_tile(const Layout& L, const Grid& grid, con
     if (!prepare_record<T, Kern>(L, r, k.alpha_min, prim, ex, ey)) continue;
     int x0, x1, y0, y1;
     if (!footprint_pixels(grid, tg.tx, tg.ty, r[0], r[1], ex, ey, x0, x1, y0, y1)) continue;
-    const int c0 = (x0 - tg.px0) / LW, c1 = (x1 - tg.px0) / LW;
     for (int y = y0; y <= y1; ++y) {
+      int c0, c1;
+      if (!row_columns<T, Kern>(prim, tg.px0, x0, x1, y, c0, c1)) continue;
       const V pyv = S::splat(T(y) + T(0.5));
       const int row = (y - tg.py0) * RS;
       for (int ci = c0; ci <= c1; ++ci) {
