@@ -14,11 +14,11 @@ import torch
 from gsplat.strategy.ops import _update_param_with_optimizer, remove, reset_opa
 from torch import Tensor
 
+from recon.models.convex import MASK_THRESHOLD
+
 from .config import ConvexStrategyConfig
 from .schedule import PeriodicStep
 from .strategies import Densifier
-
-MASK_THRESHOLD = 0.01  # sigmoid(mask) at or below which a convex is off (recon.models.convex.MASK_THRESHOLD)
 
 
 @torch.no_grad()
